@@ -1,0 +1,5 @@
+"""Entry point for ``python -m castmetrics``."""
+
+from castmetrics.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""The FastAPI application factory: routes, problem handlers, middleware, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+
+from castmetrics import __version__
+from castmetrics.config import Settings, get_settings
+from castmetrics.db import roles
+from castmetrics.db.session import Database
+from castmetrics.http import health, problems
+from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from castmetrics.observability import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def _runtime_url(settings: Settings) -> str:
+    if settings.app_database_url:
+        return settings.app_database_url
+    if not settings.database_url:
+        raise RuntimeError("no database configured: run `castmetrics serve`, or set DATABASE_URL")
+    return roles.runtime_url(settings, settings.database_url)
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    """Build the ASGI app. ``database`` lets tests share one pool; otherwise it connects as the
+    runtime role of ``settings``."""
+    settings = settings or get_settings()
+    db = database or Database(
+        _runtime_url(settings), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker: asyncio.Task[None] | None = None
+        if settings.in_process_worker:
+            from castmetrics.jobs import worker as job_worker
+
+            worker = asyncio.create_task(job_worker.run(db, in_process=True))
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            if database is None:
+                await db.dispose()
+
+    app = FastAPI(
+        title="Castmetrics",
+        version=__version__,
+        summary="Podcast analytics and sponsorship: IAB v2 downloads, listeners, pacing and attribution.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    problems.install(app)
+    app.include_router(health.router)
+    # Added last runs first: the request id and access log wrap everything, including 413s.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (``castmetrics serve`` with several workers)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,333 @@
+"""The ``castmetrics`` command line: serve, worker, migrate, demo and tenant administration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from castmetrics.audit.service import Actor
+from castmetrics.config import Settings
+from castmetrics.db import migrate as migrations
+from castmetrics.db import roles, urls
+from castmetrics.db.embedded import EmbeddedPostgres
+from castmetrics.db.session import Database
+from castmetrics.errors import DomainError
+from castmetrics.observability import configure_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Castmetrics: podcast analytics and sponsorship. Without DATABASE_URL every command uses the "
+    "embedded PostgreSQL in the data directory.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(help="Operator commands on tenants (they act as the database owner).", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its data (default: user data dir).",
+                 envvar="CASTMETRICS_DATA_DIR", show_envvar=False),
+]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        _fail(f"invalid configuration: {exc}", code=2)
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> Any:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def owner_database(settings: Settings) -> Iterator[str]:
+    """The owner's URL: ``DATABASE_URL``, or the embedded server (started here, stopped on exit)."""
+    if settings.database_url:
+        try:
+            urls.parse(settings.database_url)
+        except Exception as exc:
+            _fail(f"DATABASE_URL is not a PostgreSQL URL: {exc}", code=2)
+        yield settings.database_url
+        return
+    server = EmbeddedPostgres(settings.data_dir, settings.embedded_database)
+    typer.echo(f"Starting embedded PostgreSQL in {server.pgdata} …", err=True)
+    try:
+        owner_url = server.start()
+    except Exception as exc:
+        _fail(f"the embedded PostgreSQL did not start: {exc} (its log: {server.pgdata / 'log'})")
+    try:
+        yield owner_url
+    finally:
+        server.stop()
+
+
+def _run_as_owner(owner_url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def main() -> T:
+        db = Database(owner_url, pool_size=2, max_overflow=0)
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as exc:
+        return _fail(exc.detail)
+
+
+def _migrate(settings: Settings, owner_url: str) -> str:
+    try:
+        return migrations.migrate(settings, owner_url)
+    except roles.RuntimeRoleError as exc:
+        return _fail(str(exc))
+
+
+def _print_demo(summary: Any, url: str) -> None:
+    state = "created" if summary.created else "already present"
+    typer.echo(f"Demo tenant {summary.tenant.slug!r} ({summary.tenant.subscription_tier} tier): {state}")
+    typer.echo(f"Open {url}")
+    if summary.logins:
+        typer.echo("Log in as:")
+        for role, email, password in summary.logins:
+            typer.echo(f"  {role:<8} {email}  password: {password}")
+    else:
+        typer.echo("Log in: user accounts arrive with the identity module; the API answers at /docs.")
+
+
+def _seed_demo(owner_url: str) -> Any:
+    from castmetrics.demo import service as demo
+
+    async def work(db: Database) -> Any:
+        async with db.transaction() as session:
+            return await demo.seed(session)
+
+    return _run_as_owner(owner_url, work)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    data_dir: DataDir = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo tenant first (idempotent).")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+) -> None:
+    """Run the API and dashboard. Migrates first; on the embedded database also runs the job worker."""
+    import uvicorn
+
+    from castmetrics.app import create_app
+
+    settings = _settings(data_dir)
+    embedded = not settings.database_url
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; turn it into a normal exit so
+    # the embedded PostgreSQL is stopped by owner_database's cleanup.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+        url = f"http://{host}:{port}"
+        if demo:
+            _print_demo(_seed_demo(owner_url), url)
+        in_process = settings.in_process_worker if settings.in_process_worker is not None else embedded
+        settings = settings.model_copy(
+            update={"database_url": owner_url, "app_database_url": runtime_url, "in_process_worker": in_process}
+        )
+        typer.echo(f"Castmetrics is starting at {url} (API docs at {url}/docs)", err=True)
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+            return
+        # Worker processes re-read their settings from the environment: hand the resolved URLs down.
+        os.environ.update(
+            {
+                "DATABASE_URL": owner_url,
+                "CASTMETRICS_APP_DATABASE_URL": runtime_url,
+                "CASTMETRICS_IN_PROCESS_WORKER": "true" if in_process else "false",
+            }
+        )
+        uvicorn.run(
+            "castmetrics.app:create_app_from_env", factory=True, host=host, port=port,
+            workers=workers, log_config=None, proxy_headers=True,
+        )
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Jobs run at once.")] = 4,
+) -> None:
+    """Run background jobs (RSS sync, rollups, partitions, retention, outbox, emails) until stopped."""
+    from castmetrics.jobs import worker as job_worker
+
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+
+        async def main() -> None:
+            db = Database(runtime_url, pool_size=concurrency + 1, max_overflow=2)
+            try:
+                await job_worker.run(db, concurrency=concurrency)
+            finally:
+                await db.dispose()
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply all database migrations as the owner and set up the runtime role's access."""
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+        typer.echo(f"Database {urls.safe(owner_url)} is at the latest schema.")
+
+
+@app.command("demo")
+def demo_command(
+    data_dir: DataDir = None,
+    events: Annotated[int, typer.Option(min=0, help="Listener events to generate for the demo.")] = 0,
+) -> None:
+    """Seed the demo tenant (idempotent) and print how to log in."""
+    if events:
+        _fail("generating demo events needs the event ingestion module, which is not built yet", code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+        _print_demo(_seed_demo(owner_url), settings.public_url)
+
+
+# --- tenants -------------------------------------------------------------------------------------
+
+OPERATOR = Actor.system(f"cli:{os.environ.get('USER', 'operator')}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Display name of the network.")],
+    slug: Annotated[str, typer.Option(help="URL-safe identifier: lower-case letters, digits, dashes.")],
+    tier: Annotated[str, typer.Option(help="free, pro or enterprise.")] = "free",
+    time_zone: Annotated[str, typer.Option(help="IANA time zone for dashboards.")] = "UTC",
+    billing_email: Annotated[str | None, typer.Option(help="Where invoices go.")] = None,
+    domain: Annotated[str | None, typer.Option(help="The tenant's own domain, if any.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a tenant."""
+    from castmetrics.tenancy import service as tenancy
+    from castmetrics.tenancy.schemas import TenantCreate
+
+    try:
+        data = TenantCreate(
+            name=name, slug=slug, subscription_tier=tier, time_zone=time_zone,  # type: ignore[arg-type]
+            billing_email=billing_email, domain=domain,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _fail(problems, code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+
+        async def work(db: Database) -> Any:
+            async with db.transaction() as session:
+                return await tenancy.create(session, data, OPERATOR)
+
+        tenant = _run_as_owner(owner_url, work)
+        typer.echo(f"Created tenant {tenant.slug} ({tenant.id}), tier {tenant.subscription_tier}")
+
+
+@tenant_app.command("list")
+def tenant_list(
+    status: Annotated[str | None, typer.Option(help="Only tenants in this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List all tenants, newest first."""
+    from castmetrics.tenancy import service as tenancy
+    from castmetrics.tenancy.schemas import TenantOut
+
+    if status not in (None, "active", "suspended", "cancelled"):
+        _fail("--status must be active, suspended or cancelled", code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+
+        async def work(db: Database) -> list[TenantOut]:
+            found: list[TenantOut] = []
+            cursor: str | None = None
+            async with db.transaction() as session:
+                while True:
+                    page, cursor = await tenancy.list_page(session, limit=500, cursor=cursor, status=status)
+                    found.extend(TenantOut.model_validate(t) for t in page)
+                    if cursor is None:
+                        return found
+
+        tenants = _run_as_owner(owner_url, work)
+    if as_json:
+        for tenant in tenants:
+            sys.stdout.write(json.dumps(tenant.model_dump(mode="json")) + "\n")
+        return
+    typer.echo(f"{'SLUG':<24} {'TIER':<11} {'STATUS':<10} {'CREATED':<20} NAME")
+    for tenant in tenants:
+        created = tenant.created_at.strftime("%Y-%m-%d %H:%M")
+        typer.echo(f"{tenant.slug:<24} {tenant.subscription_tier:<11} {tenant.status:<10} {created:<20} {tenant.name}")
+    typer.echo(f"{len(tenants)} tenant(s)", err=True)
+
+
+def _set_status(slug: str, status: str, data_dir: Path | None) -> None:
+    from castmetrics.tenancy import service as tenancy
+
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+
+        async def work(db: Database) -> Any:
+            async with db.transaction() as session:
+                tenant = await tenancy.get_by_slug(session, slug)
+                return await tenancy.set_status(session, tenant, status, OPERATOR)
+
+        tenant = _run_as_owner(owner_url, work)
+        typer.echo(f"Tenant {tenant.slug} is {tenant.status}")
+
+
+@tenant_app.command("suspend")
+def tenant_suspend(slug: str, data_dir: DataDir = None) -> None:
+    """Suspend a tenant: it may still read, but not write or ingest."""
+    _set_status(slug, "suspended", data_dir)
+
+
+@tenant_app.command("activate")
+def tenant_activate(slug: str, data_dir: DataDir = None) -> None:
+    """Re-activate a suspended or cancelled tenant."""
+    _set_status(slug, "active", data_dir)
+
+
+@tenant_app.command("cancel")
+def tenant_cancel(slug: str, data_dir: DataDir = None) -> None:
+    """Cancel a tenant: every request answers 403; data is kept."""
+    _set_status(slug, "cancelled", data_dir)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,54 @@
+"""The one settings object: read once from the environment, passed down."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("castmetrics", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field is ``CASTMETRICS_<NAME>`` except ``DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="CASTMETRICS_", extra="ignore")
+
+    # The owner connection: migrations and partition DDL. Unset means the embedded server.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CASTMETRICS_DATABASE_URL")
+    )
+    # The runtime login role's connection. Unset: the app creates (or reuses) ``app_role`` on the
+    # owner's server and connects as it with ``app_password``.
+    app_database_url: str | None = None
+    app_role: str = "castmetrics_app"
+    app_password: SecretStr | None = None
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    embedded_database: str = "castmetrics"
+
+    environment: str = "development"
+    secret_key: SecretStr = SecretStr("dev-insecure-change-me")
+    public_url: str = "http://127.0.0.1:8000"
+
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON when stderr is not a terminal
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    metrics_token: SecretStr | None = None
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    # Run the job worker inside ``serve`` (default: only on the embedded database).
+    in_process_worker: bool | None = None
+    outbox_publish_batch: int = 500
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database plumbing: engines, sessions, tenant context, embedded server, migrations."""

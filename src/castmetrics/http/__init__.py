@@ -1,0 +1,1 @@
+"""HTTP plumbing: problem+json errors, pagination, auth dependencies, middleware."""

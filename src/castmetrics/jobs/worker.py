@@ -1,0 +1,22 @@
+"""Running the job worker: standalone (``castmetrics worker``) or inside ``serve``."""
+
+from __future__ import annotations
+
+import structlog
+
+from castmetrics.db.session import Database
+from castmetrics.jobs import app as jobs_app
+
+log = structlog.get_logger(__name__)
+
+
+async def run(db: Database, *, in_process: bool = False, concurrency: int = 4) -> None:
+    """Work the queue until cancelled. Tasks get ``db`` (the runtime role's pool) in their context."""
+    app = jobs_app.build(db.url)
+    async with app.open_async():
+        log.info("worker.started", in_process=in_process, concurrency=concurrency)
+        await app.run_worker_async(
+            concurrency=concurrency,
+            additional_context={"db": db},
+            install_signal_handlers=not in_process,
+        )

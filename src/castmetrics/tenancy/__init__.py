@@ -1,0 +1,1 @@
+"""Tenants: the networks that use Castmetrics, their tier, status and time zone."""
