@@ -97,7 +97,7 @@ def _run_as_owner(owner_url: str, work: Callable[[Database], Awaitable[T]]) -> T
 def _migrate(settings: Settings, owner_url: str) -> str:
     try:
         return migrations.migrate(settings, owner_url)
-    except roles.RuntimeRoleError as exc:
+    except (roles.RuntimeRoleError, migrations.TenantIsolationError) as exc:
         return _fail(str(exc))
 
 

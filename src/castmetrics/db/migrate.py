@@ -10,11 +10,15 @@ from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
 from castmetrics.config import Settings
-from castmetrics.db import roles, urls
+from castmetrics.db import rls, roles, urls
 
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class TenantIsolationError(RuntimeError):
+    """A migration left a tenant table without forced RLS, a tenant policy or tenant_id in its key."""
 
 
 def alembic_config(owner_url: str) -> Config:
@@ -33,6 +37,10 @@ def upgrade(owner_url: str, revision: str = "head") -> None:
             config = alembic_config(owner_url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            problems = rls.tenant_isolation_violations(connection)
+            if problems:
+                # Rolls the whole upgrade back: a schema that leaks across tenants never lands.
+                raise TenantIsolationError("; ".join(problems))
     finally:
         engine.dispose()
 

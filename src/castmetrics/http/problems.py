@@ -112,7 +112,13 @@ async def _validation_error(_request: Request, exc: Exception) -> ProblemRespons
 async def _server_error(request: Request, exc: Exception) -> ProblemResponse:
     # The client learns only that it failed and which request id to quote; the log has the rest.
     log.exception("http.unhandled_error", path=request.url.path, exc_info=exc)
-    return problem(500, detail="An internal error occurred; quote the X-Request-ID header when reporting it.")
+    # This handler runs outside our middleware (Starlette's outermost layer): echo the id ourselves.
+    request_id = getattr(request.state, "request_id", None)
+    return problem(
+        500,
+        detail="An internal error occurred; quote the X-Request-ID header when reporting it.",
+        headers={"X-Request-ID": request_id} if request_id else None,
+    )
 
 
 def install(app: FastAPI) -> None:

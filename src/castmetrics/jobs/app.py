@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import procrastinate
+import psycopg_pool
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,17 +20,47 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Each domain with background work exposes ``blueprint`` in its tasks module.
-DOMAINS_WITH_TASKS = ("outbox",)
+DOMAINS_WITH_TASKS = ("jobs", "outbox")
 
 
-def build(runtime_url: str) -> procrastinate.App:
-    """A procrastinate app connected as the runtime role, with all domains' tasks."""
-    connector = procrastinate.PsycopgConnector(conninfo=urls.libpq_url(runtime_url))
-    app = procrastinate.App(connector=connector)
+def _queue() -> procrastinate.App:
+    # One app per process, its tasks merged exactly once: procrastinate renames tasks in place when
+    # it adds a namespace, and binds periodic tasks to the app that merged them. Connections come
+    # from a pool handed over when the app is opened (see ``opened``).
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector())
     for domain in DOMAINS_WITH_TASKS:
         module = importlib.import_module(f"castmetrics.{domain}.tasks")
         app.add_tasks_from(module.blueprint, namespace=domain)
     return app
+
+
+_QUEUE: procrastinate.App | None = None
+
+
+def queue() -> procrastinate.App:
+    """The process's procrastinate app with every domain's tasks (not yet connected)."""
+    global _QUEUE
+    if _QUEUE is None:
+        _QUEUE = _queue()
+    return _QUEUE
+
+
+@contextlib.asynccontextmanager
+async def opened(runtime_url: str, max_size: int = 4) -> AsyncIterator[procrastinate.App]:
+    """The queue connected as the runtime role for the duration of the block."""
+    pool = psycopg_pool.AsyncConnectionPool(
+        urls.libpq_url(runtime_url),
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
+    )
+    await pool.open(wait=True)
+    try:
+        async with queue().open_async(pool) as app:
+            yield app
+    finally:
+        await pool.close()
 
 
 def database_of(context: procrastinate.JobContext) -> Database:
@@ -38,20 +70,32 @@ def database_of(context: procrastinate.JobContext) -> Database:
     return db
 
 
+async def run_in_tenant(
+    db: Database,
+    tenant_id: str,
+    fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Run ``fn(session, ...)`` in one transaction acting for ``tenant_id``, logging with its id."""
+    with structlog.contextvars.bound_contextvars(tenant_id=tenant_id):
+        async with db.tenant_transaction(tenant_id) as session:
+            return await fn(session, *args, **kwargs)
+
+
 def in_tenant(
     fn: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
 ) -> Callable[..., Awaitable[R]]:
     """Wrap a job body so it runs in a transaction acting for ``tenant_id`` — exactly like a request.
 
-    The decorated task takes ``context`` (``pass_context=True``) and a ``tenant_id`` keyword.
+    Decorate with ``@blueprint.task(pass_context=True)`` on top; the job is deferred with a
+    ``tenant_id`` keyword, and the body receives the tenant's session first.
     """
 
     @functools.wraps(fn)
     async def run(context: procrastinate.JobContext, *, tenant_id: str, **kwargs: Any) -> R:
-        db = database_of(context)
         job_id = context.job.id if context.job else None
-        with structlog.contextvars.bound_contextvars(tenant_id=tenant_id, job_id=job_id):
-            async with db.tenant_transaction(tenant_id) as session:
-                return await fn(session, **kwargs)
+        with structlog.contextvars.bound_contextvars(job_id=job_id):
+            return await run_in_tenant(database_of(context), tenant_id, fn, **kwargs)  # type: ignore[arg-type]
 
     return run

@@ -12,8 +12,7 @@ log = structlog.get_logger(__name__)
 
 async def run(db: Database, *, in_process: bool = False, concurrency: int = 4) -> None:
     """Work the queue until cancelled. Tasks get ``db`` (the runtime role's pool) in their context."""
-    app = jobs_app.build(db.url)
-    async with app.open_async():
+    async with jobs_app.opened(db.url, max_size=concurrency + 2) as app:
         log.info("worker.started", in_process=in_process, concurrency=concurrency)
         await app.run_worker_async(
             concurrency=concurrency,

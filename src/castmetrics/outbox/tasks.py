@@ -5,7 +5,8 @@ from __future__ import annotations
 import procrastinate
 import structlog
 
-from castmetrics.jobs.app import database_of
+from castmetrics.db.session import Database
+from castmetrics.jobs.app import database_of, run_in_tenant
 from castmetrics.observability import JOBS_PUBLISHED
 from castmetrics.outbox import service
 
@@ -15,20 +16,22 @@ blueprint = procrastinate.Blueprint()
 PUBLISH_BATCH = 500
 
 
-@blueprint.periodic(cron="* * * * * */5")
-@blueprint.task(name="publish", pass_context=True, queueing_lock="outbox.publish", retry=3)
-async def publish(context: procrastinate.JobContext, timestamp: int) -> int:
-    """Publish every tenant's pending outbox events; answers how many were published."""
-    db = database_of(context)
+async def publish_all(db: Database, batch: int = PUBLISH_BATCH) -> int:
+    """Publish every tenant's pending outbox events, each tenant in its own tenant transaction."""
     async with db.transaction() as session:
         tenants = await service.pending_tenants(session)
     total = 0
     for tenant_id in tenants:
-        with structlog.contextvars.bound_contextvars(tenant_id=str(tenant_id)):
-            async with db.tenant_transaction(tenant_id) as session:
-                published = await service.publish_pending(session, PUBLISH_BATCH)
-            if published:
-                log.info("outbox.published", count=published)
+        published = await run_in_tenant(db, str(tenant_id), service.publish_pending, batch)
+        if published:
+            log.info("outbox.published", count=published, tenant_id=str(tenant_id))
         total += published
     JOBS_PUBLISHED.inc(total)
     return total
+
+
+@blueprint.periodic(cron="* * * * * */5")
+@blueprint.task(name="publish", pass_context=True, queueing_lock="outbox.publish", retry=3)
+async def publish(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Periodic job: publish pending outbox events; answers how many were published."""
+    return await publish_all(database_of(context))

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 Tier = Literal["free", "pro", "enterprise"]
 Status = Literal["active", "suspended", "cancelled"]
@@ -20,12 +20,9 @@ Slug = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Domain = Annotated[
     str,
-    StringConstraints(
-        max_length=253,
-        pattern=r"^([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
-        strip_whitespace=True,
-        to_lower=True,
-    ),
+    # Lower-cased before the pattern runs: host names are case-insensitive, stored lower-case.
+    BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
+    StringConstraints(max_length=253, pattern=r"^([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"),
 ]
 
 _ZONES: frozenset[str] | None = None
