@@ -79,14 +79,14 @@ def runtime_url(settings: Settings, owner_url: str) -> str:
 
 @pytest.fixture(scope="session")
 async def db(runtime_url: str) -> AsyncIterator[Database]:
-    database = Database(runtime_url, pool_size=5)
+    database = Database(runtime_url, pool_size=5, application_name="castmetrics-tests")
     yield database
     await database.dispose()
 
 
 @pytest.fixture(scope="session")
 async def owner_db(owner_url: str, runtime_url: str) -> AsyncIterator[Database]:
-    database = Database(owner_url, pool_size=2)
+    database = Database(owner_url, pool_size=2, application_name="castmetrics-tests-owner")
     yield database
     await database.dispose()
 
@@ -114,7 +114,8 @@ def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
         tables = [
             row[0]
             for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                "SELECT tablename FROM pg_tables "
+                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
             )
         ]
         if tables:

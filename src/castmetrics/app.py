@@ -33,7 +33,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     runtime role of ``settings``."""
     settings = settings or get_settings()
     db = database or Database(
-        _runtime_url(settings), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        _runtime_url(settings),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        application_name="castmetrics-api",
     )
 
     @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -32,13 +32,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-tenant_app = typer.Typer(help="Operator commands on tenants (they act as the database owner).", no_args_is_help=True)
+tenant_app = typer.Typer(
+    help="Operator commands on tenants (they act as the database owner).", no_args_is_help=True
+)
 app.add_typer(tenant_app, name="tenant")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where the embedded PostgreSQL keeps its data (default: user data dir).",
-                 envvar="CASTMETRICS_DATA_DIR", show_envvar=False),
+    typer.Option(
+        "--data-dir",
+        help="Where the embedded PostgreSQL keeps its data (default: user data dir).",
+        envvar="CASTMETRICS_DATA_DIR",
+        show_envvar=False,
+    ),
 ]
 
 
@@ -53,7 +59,7 @@ def _settings(data_dir: Path | None = None) -> Settings:
     return settings
 
 
-def _fail(message: str, code: int = 1) -> Any:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
@@ -82,7 +88,7 @@ def owner_database(settings: Settings) -> Iterator[str]:
 
 def _run_as_owner(owner_url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = Database(owner_url, pool_size=2, max_overflow=0)
+        db = Database(owner_url, pool_size=2, max_overflow=0, application_name="castmetrics-cli")
         try:
             return await work(db)
         finally:
@@ -91,14 +97,14 @@ def _run_as_owner(owner_url: str, work: Callable[[Database], Awaitable[T]]) -> T
     try:
         return asyncio.run(main())
     except DomainError as exc:
-        return _fail(exc.detail)
+        _fail(exc.detail)
 
 
 def _migrate(settings: Settings, owner_url: str) -> str:
     try:
         return migrations.migrate(settings, owner_url)
     except (roles.RuntimeRoleError, migrations.TenantIsolationError) as exc:
-        return _fail(str(exc))
+        _fail(str(exc))
 
 
 def _print_demo(summary: Any, url: str) -> None:
@@ -152,7 +158,11 @@ def serve(
             _print_demo(_seed_demo(owner_url), url)
         in_process = settings.in_process_worker if settings.in_process_worker is not None else embedded
         settings = settings.model_copy(
-            update={"database_url": owner_url, "app_database_url": runtime_url, "in_process_worker": in_process}
+            update={
+                "database_url": owner_url,
+                "app_database_url": runtime_url,
+                "in_process_worker": in_process,
+            }
         )
         typer.echo(f"Castmetrics is starting at {url} (API docs at {url}/docs)", err=True)
         if workers == 1:
@@ -167,8 +177,13 @@ def serve(
             }
         )
         uvicorn.run(
-            "castmetrics.app:create_app_from_env", factory=True, host=host, port=port,
-            workers=workers, log_config=None, proxy_headers=True,
+            "castmetrics.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=True,
         )
 
 
@@ -185,7 +200,9 @@ def worker(
         runtime_url = _migrate(settings, owner_url)
 
         async def main() -> None:
-            db = Database(runtime_url, pool_size=concurrency + 1, max_overflow=2)
+            db = Database(
+                runtime_url, pool_size=concurrency + 1, max_overflow=2, application_name="castmetrics-worker"
+            )
             try:
                 await job_worker.run(db, concurrency=concurrency)
             finally:
@@ -239,8 +256,12 @@ def tenant_create(
 
     try:
         data = TenantCreate(
-            name=name, slug=slug, subscription_tier=tier, time_zone=time_zone,  # type: ignore[arg-type]
-            billing_email=billing_email, domain=domain,
+            name=name,
+            slug=slug,
+            subscription_tier=tier,
+            time_zone=time_zone,
+            billing_email=billing_email,
+            domain=domain,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -291,7 +312,8 @@ def tenant_list(
     typer.echo(f"{'SLUG':<24} {'TIER':<11} {'STATUS':<10} {'CREATED':<20} NAME")
     for tenant in tenants:
         created = tenant.created_at.strftime("%Y-%m-%d %H:%M")
-        typer.echo(f"{tenant.slug:<24} {tenant.subscription_tier:<11} {tenant.status:<10} {created:<20} {tenant.name}")
+        tier, status = tenant.subscription_tier, tenant.status
+        typer.echo(f"{tenant.slug:<24} {tier:<11} {status:<10} {created:<20} {tenant.name}")
     typer.echo(f"{len(tenants)} tenant(s)", err=True)
 
 

@@ -79,7 +79,8 @@ async def test_tenant_cannot_write_rows_for_another_tenant(make_tenant, db: Data
     with pytest.raises(DBAPIError, match="row-level security"):
         async with db.tenant_transaction(a) as session:
             await session.execute(
-                text("INSERT INTO outbox_events (tenant_id, event_type) VALUES (:b, 'forged.event')"), {"b": b}
+                text("INSERT INTO outbox_events (tenant_id, event_type) VALUES (:b, 'forged.event')"),
+                {"b": b},
             )
     with pytest.raises(DBAPIError, match="row-level security"):
         async with db.tenant_transaction(a) as session:
@@ -114,7 +115,9 @@ async def test_isolation_tests_fail_without_rls(make_tenant, db: Database, owner
         try:
             async with db.tenant_transaction(a) as session:
                 leaked = (
-                    await session.execute(text("SELECT count(*) FROM outbox_events WHERE tenant_id = :b"), {"b": b})
+                    await session.execute(
+                        text("SELECT count(*) FROM outbox_events WHERE tenant_id = :b"), {"b": b}
+                    )
                 ).scalar_one()
         finally:
             owner.execute("ALTER TABLE outbox_events ENABLE ROW LEVEL SECURITY")

@@ -40,7 +40,10 @@ def test_every_tenant_table_is_isolated(owner_connection: Connection) -> None:
 @pytest.mark.parametrize(
     ("sabotage", "expected"),
     [
-        ("ALTER TABLE outbox_events NO FORCE ROW LEVEL SECURITY", "outbox_events: row-level security is not forced"),
+        (
+            "ALTER TABLE outbox_events NO FORCE ROW LEVEL SECURITY",
+            "outbox_events: row-level security is not forced",
+        ),
         ("ALTER TABLE audit_log DISABLE ROW LEVEL SECURITY", "audit_log: row-level security is not enabled"),
         ("DROP POLICY tenant_isolation ON outbox_events", "outbox_events: no policy on app.tenant_id"),
         (

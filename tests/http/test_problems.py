@@ -120,7 +120,9 @@ async def test_crash_is_a_500_problem_without_internals(probe: httpx.AsyncClient
 
 async def test_body_over_limit_by_content_length_is_413(probe: httpx.AsyncClient, settings: Settings) -> None:
     payload = b'{"name": "' + b"x" * settings.max_body_bytes + b'", "size": 1}'
-    response = await probe.post("/probe/widgets", content=payload, headers={"content-type": "application/json"})
+    response = await probe.post(
+        "/probe/widgets", content=payload, headers={"content-type": "application/json"}
+    )
     body = _assert_problem(response, 413)
     assert body["limit"] == settings.max_body_bytes
 
@@ -132,7 +134,9 @@ async def test_streamed_body_over_limit_is_413(probe: httpx.AsyncClient, setting
             yield b"x" * 1024
         yield b'", "size": 1}'
 
-    response = await probe.post("/probe/widgets", content=chunks(), headers={"content-type": "application/json"})
+    response = await probe.post(
+        "/probe/widgets", content=chunks(), headers={"content-type": "application/json"}
+    )
     _assert_problem(response, 413)
 
 

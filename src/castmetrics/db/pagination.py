@@ -48,9 +48,7 @@ async def keyset_page(
         statement = statement.where(
             or_(moment < after_moment, and_(moment == after_moment, ident < after_id))
         )
-    rows = (
-        await session.scalars(statement.order_by(moment.desc(), ident.desc()).limit(limit + 1))
-    ).all()
+    rows = (await session.scalars(statement.order_by(moment.desc(), ident.desc()).limit(limit + 1))).all()
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

@@ -24,13 +24,22 @@ async def set_tenant(session: AsyncSession, tenant_id: uuid.UUID | str) -> None:
 class Database:
     """A pool of connections logged in as the runtime role (never the owner)."""
 
-    def __init__(self, runtime_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
+    def __init__(
+        self,
+        runtime_url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        application_name: str = "castmetrics",
+    ) -> None:
         self.url = runtime_url
         self.engine: AsyncEngine = create_async_engine(
             urls.sqlalchemy_url(runtime_url),
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_pre_ping=True,
+            # Names each process kind in pg_stat_activity, so operators see who holds connections.
+            connect_args={"application_name": application_name},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -55,7 +55,7 @@ def problem(
 def _status_for(error: errors.DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in _STATUS_BY_ERROR:
-            return _STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return _STATUS_BY_ERROR[cls]
     return 400
 
 

@@ -96,6 +96,7 @@ def in_tenant(
     async def run(context: procrastinate.JobContext, *, tenant_id: str, **kwargs: Any) -> R:
         job_id = context.job.id if context.job else None
         with structlog.contextvars.bound_contextvars(job_id=job_id):
-            return await run_in_tenant(database_of(context), tenant_id, fn, **kwargs)  # type: ignore[arg-type]
+            body: Callable[..., Awaitable[R]] = fn
+            return await run_in_tenant(database_of(context), tenant_id, body, **kwargs)
 
     return run

@@ -30,7 +30,9 @@ def ensure_access(tenant: Tenant, *, write: bool) -> None:
     if tenant.status == "cancelled":
         raise Forbidden("this tenant is cancelled", reason="tenant_cancelled")
     if write and tenant.status == "suspended":
-        raise Forbidden("this tenant is suspended: it may read but not change data", reason="tenant_suspended")
+        raise Forbidden(
+            "this tenant is suspended: it may read but not change data", reason="tenant_suspended"
+        )
 
 
 async def create(session: AsyncSession, data: TenantCreate, actor: Actor) -> Tenant:
@@ -57,11 +59,18 @@ async def create(session: AsyncSession, data: TenantCreate, actor: Actor) -> Ten
         raise Conflict(f"the tenant {taken} {value!r} is already in use", field=taken) from exc
     await session.refresh(tenant)
     await audit.record(
-        session, tenant_id=tenant_id, actor=actor, action="create", entity_type="tenant",
-        entity_id=tenant_id, after=snapshot(tenant),
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="create",
+        entity_type="tenant",
+        entity_id=tenant_id,
+        after=snapshot(tenant),
     )
     await outbox.add_event(
-        session, tenant_id=tenant_id, event_type="tenant.created",
+        session,
+        tenant_id=tenant_id,
+        event_type="tenant.created",
         payload={"slug": tenant.slug, "subscription_tier": tenant.subscription_tier},
     )
     return tenant
@@ -106,8 +115,14 @@ async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, acto
         raise Conflict(f"the tenant domain {data.domain!r} is already in use", field="domain") from exc
     await session.refresh(tenant)
     await audit.record(
-        session, tenant_id=tenant.id, actor=actor, action="update", entity_type="tenant",
-        entity_id=tenant.id, before=before, after=snapshot(tenant),
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="update",
+        entity_type="tenant",
+        entity_id=tenant.id,
+        before=before,
+        after=snapshot(tenant),
     )
     return tenant
 
@@ -132,8 +147,14 @@ async def set_status(session: AsyncSession, tenant: Tenant, status: str, actor: 
     await session.flush()
     await session.refresh(tenant)
     await audit.record(
-        session, tenant_id=tenant.id, actor=actor, action="update", entity_type="tenant",
-        entity_id=tenant.id, before=before, after=snapshot(tenant),
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="update",
+        entity_type="tenant",
+        entity_id=tenant.id,
+        before=before,
+        after=snapshot(tenant),
     )
     await outbox.add_event(
         session, tenant_id=tenant.id, event_type=f"tenant.{status}", payload={"slug": tenant.slug}

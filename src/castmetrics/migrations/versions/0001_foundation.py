@@ -42,7 +42,9 @@ def upgrade() -> None:
         """
     )
     # tenants has no tenant_id: a tenant context sees its own row and nothing else.
-    enable_tenant_rls(op.get_bind(), "tenants", "id = NULLIF(current_setting('app.tenant_id', true), '')::uuid")
+    enable_tenant_rls(
+        op.get_bind(), "tenants", "id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+    )
 
     op.execute(
         """
@@ -50,7 +52,8 @@ def upgrade() -> None:
             tenant_id uuid NOT NULL
                 CONSTRAINT fk_outbox_events_tenant_id_tenants REFERENCES tenants (id) ON DELETE CASCADE,
             id uuid NOT NULL DEFAULT gen_random_uuid(),
-            event_type text NOT NULL CONSTRAINT ck_outbox_events_type CHECK (event_type ~ '^[a-z_]+(\\.[a-z_]+)+$'),
+            event_type text NOT NULL
+                CONSTRAINT ck_outbox_events_type CHECK (event_type ~ '^[a-z_]+(\\.[a-z_]+)+$'),
             payload jsonb NOT NULL DEFAULT '{}'::jsonb,
             created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             published_at timestamptz,

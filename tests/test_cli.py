@@ -1,0 +1,115 @@
+"""The command line, run as a real subprocess against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from castmetrics.config import Settings
+
+
+def run_cli(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "CASTMETRICS_APP_ROLE": settings.app_role,
+        "CASTMETRICS_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "CASTMETRICS_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "castmetrics", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_lists_every_command(settings: Settings) -> None:
+    result = run_cli(settings, "--help")
+    assert result.returncode == 0
+    for command in ("serve", "worker", "migrate", "demo", "tenant"):
+        assert command in result.stdout
+    tenant_help = run_cli(settings, "tenant", "--help")
+    for command in ("create", "list", "suspend", "activate"):
+        assert command in tenant_help.stdout
+
+
+def test_migrate_is_idempotent(settings: Settings, runtime_url: str) -> None:
+    first = run_cli(settings, "migrate")
+    second = run_cli(settings, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "latest schema" in second.stdout
+
+
+def test_tenant_lifecycle(settings: Settings, runtime_url: str) -> None:
+    created = run_cli(settings, "tenant", "create", "Night Owl Audio", "--slug", "night-owl", "--tier", "pro")
+    assert created.returncode == 0, created.stderr
+    assert "night-owl" in created.stdout
+
+    suspended = run_cli(settings, "tenant", "suspend", "night-owl")
+    assert suspended.returncode == 0 and "suspended" in suspended.stdout
+
+    listed = run_cli(settings, "tenant", "list", "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["slug"], r["status"], r["subscription_tier"]) for r in rows] == [
+        ("night-owl", "suspended", "pro")
+    ]
+
+    activated = run_cli(settings, "tenant", "activate", "night-owl")
+    assert activated.returncode == 0 and "active" in activated.stdout
+    table = run_cli(settings, "tenant", "list", "--status", "active")
+    assert "night-owl" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("tenant", "create", "X", "--slug", "Not A Slug"), "slug"),
+        (("tenant", "create", "X", "--slug", "ok-slug", "--time-zone", "Nowhere/City"), "IANA"),
+        (("tenant", "create", "X", "--slug", "ok-slug", "--tier", "gold"), "subscription_tier"),
+        (("tenant", "list", "--status", "sleeping"), "--status"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message(
+    settings: Settings, runtime_url: str, args: tuple[str, ...], message: str
+) -> None:
+    result = run_cli(settings, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_duplicates_and_unknown_slugs_fail_cleanly(settings: Settings, runtime_url: str) -> None:
+    assert run_cli(settings, "tenant", "create", "One", "--slug", "dupe").returncode == 0
+    duplicate = run_cli(settings, "tenant", "create", "Two", "--slug", "dupe")
+    assert duplicate.returncode == 1 and "already in use" in duplicate.stderr
+    missing = run_cli(settings, "tenant", "suspend", "no-such-tenant")
+    assert missing.returncode == 1 and "no tenant" in missing.stderr
+    listed = run_cli(settings, "tenant", "list", "--json")
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["One"]
+
+
+def test_demo_is_idempotent(settings: Settings, runtime_url: str) -> None:
+    first = run_cli(settings, "demo")
+    second = run_cli(settings, "demo")
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout and "already present" in second.stdout
+    listed = run_cli(settings, "tenant", "list", "--json")
+    demo = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(d["slug"], d["subscription_tier"]) for d in demo] == [("demo", "pro")]
+
+
+def test_bad_database_url_is_a_clear_error(settings: Settings) -> None:
+    result = run_cli(settings, "migrate", env={"DATABASE_URL": "mysql://root@localhost/x"})
+    assert result.returncode == 2
+    assert "not a PostgreSQL URL" in result.stderr
