@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import os
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
