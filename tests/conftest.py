@@ -9,12 +9,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from psycopg import sql
 
 from castmetrics.app import create_app
@@ -96,10 +98,17 @@ def app(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
     return create_app(settings, database=db)
 
 
-@pytest.fixture
-async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to ``app`` in-process; crashes come back as 500 responses."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(app) as http:
         yield http
 
 

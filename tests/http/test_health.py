@@ -13,6 +13,7 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.observability import configure_logging
+from tests.conftest import asgi_client
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -30,8 +31,7 @@ async def test_readyz_checks_the_database(client: httpx.AsyncClient) -> None:
 async def test_readyz_is_503_when_the_database_is_unreachable(settings: Settings) -> None:
     unreachable = Database("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", pool_size=1)
     app = create_app(settings, database=unreachable)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(app) as http:
         response = await http.get("/readyz")
     await unreachable.dispose()
     assert response.status_code == 503
@@ -50,8 +50,7 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
 
 async def test_metrics_token_is_enforced_when_configured(settings: Settings, db: Database) -> None:
     app = create_app(settings.model_copy(update={"metrics_token": SecretStr("s3cret-token")}), database=db)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(app) as http:
         refused = await http.get("/metrics")
         allowed = await http.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
     assert refused.status_code == 401

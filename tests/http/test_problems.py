@@ -13,6 +13,7 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, QuotaExceeded, RateLimited
+from tests.conftest import asgi_client
 
 
 class Widget(BaseModel):
@@ -56,9 +57,8 @@ def probe_app(settings: Settings, db: Database) -> FastAPI:
 
 @pytest.fixture
 async def probe(probe_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=probe_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
+    async with asgi_client(probe_app) as client:
+        yield client
 
 
 def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:

@@ -19,6 +19,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.http.deps import TenantScope, acting_for, get_database, is_write
 from castmetrics.tenancy import service as tenancy
+from tests.conftest import asgi_client
 
 
 async def header_tenant(
@@ -66,8 +67,7 @@ def scoped_app(settings: Settings, db: Database) -> FastAPI:
 
 @pytest.fixture
 async def http(scoped_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=scoped_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(scoped_app) as client:
         yield client
 
 

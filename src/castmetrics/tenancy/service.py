@@ -114,6 +114,11 @@ async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, acto
     except IntegrityError as exc:
         raise Conflict(f"the tenant domain {data.domain!r} is already in use", field="domain") from exc
     await session.refresh(tenant)
+    await _audit_update(session, tenant, before, actor)
+    return tenant
+
+
+async def _audit_update(session: AsyncSession, tenant: Tenant, before: dict[str, Any], actor: Actor) -> None:
     await audit.record(
         session,
         tenant_id=tenant.id,
@@ -124,10 +129,10 @@ async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, acto
         before=before,
         after=snapshot(tenant),
     )
-    return tenant
 
 
-_TRANSITIONS = {
+# Target status -> the statuses a tenant may reach it from.
+_ALLOWED_FROM = {
     "suspended": {"active"},
     "active": {"suspended", "cancelled"},
     "cancelled": {"active", "suspended"},
@@ -136,26 +141,17 @@ _TRANSITIONS = {
 
 async def set_status(session: AsyncSession, tenant: Tenant, status: str, actor: Actor) -> Tenant:
     """The operator's decision on a tenant (``active``, ``suspended``, ``cancelled``); idempotent."""
-    if status not in _TRANSITIONS:
+    if status not in _ALLOWED_FROM:
         raise Conflict(f"unknown tenant status {status!r}")
     if tenant.status == status:
         return tenant
-    if tenant.status not in _TRANSITIONS[status]:
+    if tenant.status not in _ALLOWED_FROM[status]:
         raise Conflict(f"a {tenant.status} tenant cannot become {status}")
     before = snapshot(tenant)
     tenant.status = status
     await session.flush()
     await session.refresh(tenant)
-    await audit.record(
-        session,
-        tenant_id=tenant.id,
-        actor=actor,
-        action="update",
-        entity_type="tenant",
-        entity_id=tenant.id,
-        before=before,
-        after=snapshot(tenant),
-    )
+    await _audit_update(session, tenant, before, actor)
     await outbox.add_event(
         session, tenant_id=tenant.id, event_type=f"tenant.{status}", payload={"slug": tenant.slug}
     )
