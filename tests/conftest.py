@@ -123,14 +123,11 @@ def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
         tables = [
             row[0]
             for row in conn.execute(
-                "SELECT tablename FROM pg_tables "
-                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
             )
         ]
         if tables:
-            conn.execute(
-                sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables))
-            )
+            conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import pytest
 from castmetrics.config import Settings
 
 
-def run_cli(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
@@ -61,9 +59,7 @@ def test_tenant_lifecycle(settings: Settings, runtime_url: str) -> None:
 
     listed = run_cli(settings, "tenant", "list", "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [(r["slug"], r["status"], r["subscription_tier"]) for r in rows] == [
-        ("night-owl", "suspended", "pro")
-    ]
+    assert [(r["slug"], r["status"], r["subscription_tier"]) for r in rows] == [("night-owl", "suspended", "pro")]
 
     activated = run_cli(settings, "tenant", "activate", "night-owl")
     assert activated.returncode == 0 and "active" in activated.stdout

@@ -47,9 +47,7 @@ def _base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_serve_on_external_database_uses_the_runtime_role(
-    settings: Settings, owner_url: str, runtime_url: str
-) -> None:
+def test_serve_on_external_database_uses_the_runtime_role(settings: Settings, owner_url: str, runtime_url: str) -> None:
     env = _base_env(DATABASE_URL=owner_url, CASTMETRICS_APP_ROLE=settings.app_role)
     with serving([], env) as (process, base):
         wait_for(f"{base}/readyz", timeout=60)
@@ -110,8 +108,6 @@ def test_embedded_default_starts_reuses_and_stops(tmp_path: Path) -> None:
         second_start = wait_for(f"{base}/readyz", timeout=60)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    assert second_start < 10, (
-        f"restart on an existing data dir took {second_start:.1f} s (first {first_start:.1f} s)"
-    )
+    assert second_start < 10, f"restart on an existing data dir took {second_start:.1f} s (first {first_start:.1f} s)"
     assert time.monotonic() - started < 40
     assert not _postmaster_running(data_dir)

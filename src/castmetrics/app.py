@@ -10,12 +10,15 @@ import structlog
 from fastapi import FastAPI
 
 from castmetrics import __version__
+from castmetrics.audit import router as audit_router
 from castmetrics.config import Settings, get_settings
 from castmetrics.db import roles
 from castmetrics.db.session import Database
-from castmetrics.http import health, problems
+from castmetrics.http import health, openapi, problems
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from castmetrics.identity import router as identity_router
 from castmetrics.observability import configure_logging
+from castmetrics.tenancy import router as tenancy_router
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +48,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if settings.in_process_worker:
             from castmetrics.jobs import worker as job_worker
 
-            worker = asyncio.create_task(job_worker.run(db, in_process=True))
+            worker = asyncio.create_task(job_worker.run(db, settings=settings, in_process=True))
         try:
             yield
         finally:
@@ -65,7 +68,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.db = db
     problems.install(app)
+    openapi.install(app)
     app.include_router(health.router)
+    app.include_router(identity_router.auth_router)
+    app.include_router(identity_router.router)
+    app.include_router(tenancy_router.router)
+    app.include_router(audit_router.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

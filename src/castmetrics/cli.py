@@ -32,9 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-tenant_app = typer.Typer(
-    help="Operator commands on tenants (they act as the database owner).", no_args_is_help=True
-)
+tenant_app = typer.Typer(help="Operator commands on tenants (they act as the database owner).", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 
 DataDir = Annotated[
@@ -200,11 +198,9 @@ def worker(
         runtime_url = _migrate(settings, owner_url)
 
         async def main() -> None:
-            db = Database(
-                runtime_url, pool_size=concurrency + 1, max_overflow=2, application_name="castmetrics-worker"
-            )
+            db = Database(runtime_url, pool_size=concurrency + 1, max_overflow=2, application_name="castmetrics-worker")
             try:
-                await job_worker.run(db, concurrency=concurrency)
+                await job_worker.run(db, settings=settings, concurrency=concurrency)
             finally:
                 await db.dispose()
 

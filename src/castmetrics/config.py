@@ -46,6 +46,12 @@ class Settings(BaseSettings):
 
     # Run the job worker inside ``serve`` (default: only on the embedded database).
     in_process_worker: bool | None = None
+
+    access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    # Unset: emails are kept in the ``emails`` table and written to the log (works offline).
+    smtp_url: str | None = None  # smtp://user:password@host:587 (STARTTLS) or smtps://host:465
+    mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500
 
 

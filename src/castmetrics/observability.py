@@ -8,9 +8,7 @@ import sys
 import structlog
 from prometheus_client import Counter, Histogram
 
-HTTP_REQUESTS = Counter(
-    "castmetrics_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
-)
+HTTP_REQUESTS = Counter("castmetrics_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
     "castmetrics_http_request_duration_seconds",
     "HTTP request latency",

@@ -115,9 +115,7 @@ async def test_isolation_tests_fail_without_rls(make_tenant, db: Database, owner
         try:
             async with db.tenant_transaction(a) as session:
                 leaked = (
-                    await session.execute(
-                        text("SELECT count(*) FROM outbox_events WHERE tenant_id = :b"), {"b": b}
-                    )
+                    await session.execute(text("SELECT count(*) FROM outbox_events WHERE tenant_id = :b"), {"b": b})
                 ).scalar_one()
         finally:
             owner.execute("ALTER TABLE outbox_events ENABLE ROW LEVEL SECURITY")

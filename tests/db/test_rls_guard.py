@@ -56,9 +56,7 @@ def test_every_tenant_table_is_isolated(owner_connection: Connection) -> None:
         ),
     ],
 )
-def test_guard_fails_when_isolation_is_removed(
-    owner_connection: Connection, sabotage: str, expected: str
-) -> None:
+def test_guard_fails_when_isolation_is_removed(owner_connection: Connection, sabotage: str, expected: str) -> None:
     # when a change removes part of the isolation (rolled back after the test)
     owner_connection.execute(text(sabotage))
     # then the guard names it
@@ -75,6 +73,4 @@ def test_guard_requires_tenant_id_in_primary_key(owner_connection: Connection) -
             "(tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)"
         )
     )
-    assert tenant_isolation_violations(owner_connection) == [
-        "keyed_wrong: tenant_id is not part of the primary key"
-    ]
+    assert tenant_isolation_violations(owner_connection) == ["keyed_wrong: tenant_id is not part of the primary key"]

@@ -88,9 +88,7 @@ async def test_validation_errors_list_each_field(probe: httpx.AsyncClient) -> No
 
 
 async def test_malformed_json_is_a_422_problem(probe: httpx.AsyncClient) -> None:
-    response = await probe.post(
-        "/probe/widgets", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    response = await probe.post("/probe/widgets", content=b"{not json", headers={"content-type": "application/json"})
     _assert_problem(response, 422)
 
 
@@ -120,9 +118,7 @@ async def test_crash_is_a_500_problem_without_internals(probe: httpx.AsyncClient
 
 async def test_body_over_limit_by_content_length_is_413(probe: httpx.AsyncClient, settings: Settings) -> None:
     payload = b'{"name": "' + b"x" * settings.max_body_bytes + b'", "size": 1}'
-    response = await probe.post(
-        "/probe/widgets", content=payload, headers={"content-type": "application/json"}
-    )
+    response = await probe.post("/probe/widgets", content=payload, headers={"content-type": "application/json"})
     body = _assert_problem(response, 413)
     assert body["limit"] == settings.max_body_bytes
 
@@ -134,9 +130,7 @@ async def test_streamed_body_over_limit_is_413(probe: httpx.AsyncClient, setting
             yield b"x" * 1024
         yield b'", "size": 1}'
 
-    response = await probe.post(
-        "/probe/widgets", content=chunks(), headers={"content-type": "application/json"}
-    )
+    response = await probe.post("/probe/widgets", content=chunks(), headers={"content-type": "application/json"})
     _assert_problem(response, 413)
 
 
@@ -144,3 +138,16 @@ async def test_body_under_limit_passes(probe: httpx.AsyncClient, settings: Setti
     name = "x" * (settings.max_body_bytes - 100)
     response = await probe.post("/probe/widgets", json={"name": name, "size": 1})
     assert response.status_code == 201
+
+
+async def test_nul_characters_are_a_422_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/auth/signup",
+        json={
+            "tenant_name": "Nul\u0000Net", "tenant_slug": "nul-net", "email": "nul@example.com",
+            "password": "correct horse battery staple 42", "name": "Nul",
+        },
+    )  # fmt: skip
+    body = _assert_problem(response, 422)
+    assert "SQL" not in response.text and "psycopg" not in response.text
+    assert "NUL" in str(body["detail"])

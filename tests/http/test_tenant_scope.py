@@ -22,9 +22,7 @@ from castmetrics.tenancy import service as tenancy
 from tests.conftest import asgi_client
 
 
-async def header_tenant(
-    request: Request, x_test_tenant: Annotated[uuid.UUID, Header()]
-) -> AsyncIterator[TenantScope]:
+async def header_tenant(request: Request, x_test_tenant: Annotated[uuid.UUID, Header()]) -> AsyncIterator[TenantScope]:
     """Test stand-in for the authentication dependency: the tenant comes from a header."""
     async with acting_for(get_database(request), x_test_tenant, write=is_write(request)) as scope:
         yield scope
@@ -99,9 +97,7 @@ async def test_suspended_tenant_reads_but_cannot_write(
     assert refused.json()["reason"] == "tenant_suspended"
 
 
-async def test_cancelled_tenant_is_refused_everywhere(
-    make_tenant, owner_db: Database, http: httpx.AsyncClient
-) -> None:  # type: ignore[no-untyped-def]
+async def test_cancelled_tenant_is_refused_everywhere(make_tenant, owner_db: Database, http: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
     tenant = await make_tenant()
     await _status(owner_db, tenant.id, "cancelled")
     headers = {"X-Test-Tenant": str(tenant.id)}
@@ -113,9 +109,7 @@ async def test_cancelled_tenant_is_refused_everywhere(
         assert response.json()["reason"] == "tenant_cancelled"
 
 
-async def test_failed_request_rolls_back_its_writes(
-    make_tenant, db: Database, http: httpx.AsyncClient
-) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_request_rolls_back_its_writes(make_tenant, db: Database, http: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
     tenant = await make_tenant()
     failed = await http.post("/probe/tenant/notes?fail=true", headers={"X-Test-Tenant": str(tenant.id)})
     assert failed.status_code == 500

@@ -29,9 +29,7 @@ async def test_event_rolls_back_with_its_change(make_tenant, db: Database) -> No
     assert types == ["tenant.created"]
 
 
-async def test_publish_notifies_each_event_once_per_tenant(
-    make_tenant, db: Database, runtime_url: str
-) -> None:  # type: ignore[no-untyped-def]
+async def test_publish_notifies_each_event_once_per_tenant(make_tenant, db: Database, runtime_url: str) -> None:  # type: ignore[no-untyped-def]
     a = await make_tenant()
     b = await make_tenant()
     async with db.tenant_transaction(a.id) as session:
@@ -79,9 +77,7 @@ async def test_worker_runs_the_periodic_publish(make_tenant, db: Database) -> No
             await asyncio.sleep(0.1)
             async with db.tenant_transaction(tenant.id) as session:
                 pending = (
-                    await session.execute(
-                        text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
-                    )
+                    await session.execute(text("SELECT count(*) FROM outbox_events WHERE published_at IS NULL"))
                 ).scalar_one()
             if pending == 0:
                 break

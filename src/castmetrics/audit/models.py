@@ -18,9 +18,7 @@ ACTOR_TYPES = ("user", "api_key", "platform_admin", "system")
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
-    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=text("gen_random_uuid()"))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     actor_type: Mapped[str] = mapped_column(Text)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit.models import AuditEntry
+from castmetrics.db.pagination import keyset_page
 
 # Field names whose values never enter the audit log, whatever the domain passes in.
-SECRET_FIELDS = frozenset(
-    {"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"}
-)
+SECRET_FIELDS = frozenset({"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"})
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,34 @@ async def record(
     session.add(entry)
     await session.flush()
     return entry
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    actor_id: str | None = None,
+    action: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+) -> tuple[Sequence[AuditEntry], str | None]:
+    """The tenant's audit entries, newest first, narrowed by any of the filters."""
+    statement = select(AuditEntry)
+    for column, value in (
+        (AuditEntry.entity_type, entity_type),
+        (AuditEntry.entity_id, entity_id),
+        (AuditEntry.actor_id, actor_id),
+        (AuditEntry.action, action),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if occurred_from is not None:
+        statement = statement.where(AuditEntry.occurred_at >= occurred_from)
+    if occurred_to is not None:
+        statement = statement.where(AuditEntry.occurred_at < occurred_to)
+    return await keyset_page(
+        session, statement, moment=AuditEntry.occurred_at, ident=AuditEntry.id, limit=limit, cursor=cursor
+    )

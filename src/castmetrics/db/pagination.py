@@ -45,9 +45,7 @@ async def keyset_page(
     """One page of ``statement``'s entities, newest first; the next cursor or None at the end."""
     if cursor:
         after_moment, after_id = decode_cursor(cursor)
-        statement = statement.where(
-            or_(moment < after_moment, and_(moment == after_moment, ident < after_id))
-        )
+        statement = statement.where(or_(moment < after_moment, and_(moment == after_moment, ident < after_id)))
     rows = (await session.scalars(statement.order_by(moment.desc(), ident.desc()).limit(limit + 1))).all()
     if len(rows) <= limit:
         return rows, None

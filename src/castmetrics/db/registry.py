@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS_WITH_MODELS = ("tenancy", "outbox", "audit")
+DOMAINS_WITH_MODELS = ("tenancy", "outbox", "audit", "identity", "mail", "quotas")
 
 
 def load_all_models() -> None:

@@ -15,6 +15,12 @@ from castmetrics.db import urls
 log = structlog.get_logger(__name__)
 
 
+# Tables the runtime role must not touch, may only read, or may only add to.
+NO_ACCESS_TABLES = frozenset({"alembic_version", "platform_admins"})
+READ_ONLY_TABLES = frozenset({"permissions"})
+APPEND_ONLY_TABLES = frozenset({"audit_log"})
+
+
 class RuntimeRoleError(RuntimeError):
     """The runtime role cannot be created, or exists with powers that would defeat RLS."""
 
@@ -45,24 +51,20 @@ def ensure_runtime_role(settings: Settings, owner_url: str) -> None:
         role = urls.parse(settings.app_database_url).username or role
     with psycopg.connect(urls.libpq_url(owner_url), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('castmetrics.runtime_role'))")
-        row = conn.execute(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
-        ).fetchone()
+        row = conn.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         if row is None:
             if settings.app_database_url:
                 raise RuntimeRoleError(f"role {role!r} of CASTMETRICS_APP_DATABASE_URL does not exist")
-            me = conn.execute(
-                "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-            ).fetchone()
+            me = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
             if not me or not me[0]:
                 raise RuntimeRoleError(
                     f"the DATABASE_URL user may not create the runtime role {role!r}; create it "
                     "(LOGIN NOSUPERUSER NOBYPASSRLS) and set CASTMETRICS_APP_DATABASE_URL"
                 )
             conn.execute(
-                sql.SQL(
-                    "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD {}"
-                ).format(sql.Identifier(role), sql.Literal(runtime_password(settings)))
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(runtime_password(settings))
+                )
             )
             log.info("db.runtime_role_created", role=role)
         else:
@@ -92,7 +94,15 @@ def grant_runtime_privileges(conn: psycopg.Connection[tuple[object, ...]], role:
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(ident),
         sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident),
         sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {}").format(ident),
-        sql.SQL("REVOKE ALL ON TABLE alembic_version FROM {}").format(ident),
     ]
+    existing = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    for table in NO_ACCESS_TABLES & existing:
+        statements.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(table), ident))
+    for table in READ_ONLY_TABLES & existing:
+        statements.append(
+            sql.SQL("REVOKE INSERT, UPDATE, DELETE ON TABLE {} FROM {}").format(sql.Identifier(table), ident)
+        )
+    for table in APPEND_ONLY_TABLES & existing:
+        statements.append(sql.SQL("REVOKE UPDATE, DELETE ON TABLE {} FROM {}").format(sql.Identifier(table), ident))
     for statement in statements:
         conn.execute(statement)

@@ -28,9 +28,7 @@ async def healthz() -> Health:
     "/readyz",
     summary="Readiness",
     response_model=Health,
-    responses={
-        503: {"description": "The database does not answer", "content": {"application/problem+json": {}}}
-    },
+    responses={503: {"description": "The database does not answer", "content": {"application/problem+json": {}}}},
 )
 async def readyz(request: Request) -> Health | Response:
     """Answers 200 when the database answers a query as the runtime role, 503 otherwise."""

@@ -16,6 +16,4 @@ class Page(BaseModel, Generic[T]):
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size, 1–500.")]
-CursorParam = Annotated[
-    str | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
-]
+CursorParam = Annotated[str | None, Query(max_length=512, description="The `next_cursor` of the previous page.")]

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
@@ -97,15 +98,25 @@ async def _validation_error(_request: Request, exc: Exception) -> ProblemRespons
         for err in exc.errors()
     ]
     first = details[0] if details else None
-    summary = (
-        f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else "the request is not valid"
-    )
+    summary = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else "the request is not valid"
     return problem(
         422,
         detail=summary,
         type_=PROBLEM_TYPE_BASE + "validation",
         title="Validation failed",
         errors=details,
+    )
+
+
+async def _data_error(_request: Request, exc: Exception) -> ProblemResponse:
+    # The database refused a value the schema let through (a NUL character in text, a number out of
+    # range): the client's input, so a 422 — with no SQL in the answer.
+    log.info("http.data_error", error=str(getattr(exc, "orig", exc)).splitlines()[0][:200])
+    return problem(
+        422,
+        detail="a value cannot be stored: it contains a NUL character or is out of range",
+        type_=PROBLEM_TYPE_BASE + "validation",
+        title="Validation failed",
     )
 
 
@@ -125,4 +136,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _server_error)

@@ -63,7 +63,5 @@ async def publish_pending(session: AsyncSession, batch: int = 500) -> int:
                 "created_at": row.created_at.isoformat(),
             }
         )
-        await session.execute(
-            text("SELECT pg_notify(:channel, :message)"), {"channel": CHANNEL, "message": message}
-        )
+        await session.execute(text("SELECT pg_notify(:channel, :message)"), {"channel": CHANNEL, "message": message})
     return len(rows)

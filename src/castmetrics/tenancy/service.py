@@ -30,15 +30,13 @@ def ensure_access(tenant: Tenant, *, write: bool) -> None:
     if tenant.status == "cancelled":
         raise Forbidden("this tenant is cancelled", reason="tenant_cancelled")
     if write and tenant.status == "suspended":
-        raise Forbidden(
-            "this tenant is suspended: it may read but not change data", reason="tenant_suspended"
-        )
+        raise Forbidden("this tenant is suspended: it may read but not change data", reason="tenant_suspended")
 
 
-async def create(session: AsyncSession, data: TenantCreate, actor: Actor) -> Tenant:
-    """Create a tenant. A taken slug or domain is a Conflict. Needs a privileged session (CLI,
-    sign-up path): a tenant context cannot insert a tenant other than itself."""
-    tenant_id = uuid.uuid4()
+async def create(session: AsyncSession, data: TenantCreate, actor: Actor, tenant_id: uuid.UUID | None = None) -> Tenant:
+    """Create a tenant. A taken slug or domain is a Conflict. Runs as the owner (CLI), or as the
+    runtime role in a transaction already acting for ``tenant_id`` (sign-up): RLS admits no other."""
+    tenant_id = tenant_id or uuid.uuid4()
     tenant = Tenant(
         id=tenant_id,
         name=data.name,
@@ -97,9 +95,7 @@ async def list_page(
     statement = select(Tenant)
     if status:
         statement = statement.where(Tenant.status == status)
-    return await keyset_page(
-        session, statement, moment=Tenant.created_at, ident=Tenant.id, limit=limit, cursor=cursor
-    )
+    return await keyset_page(session, statement, moment=Tenant.created_at, ident=Tenant.id, limit=limit, cursor=cursor)
 
 
 async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, actor: Actor) -> Tenant:
@@ -152,7 +148,5 @@ async def set_status(session: AsyncSession, tenant: Tenant, status: str, actor: 
     await session.flush()
     await session.refresh(tenant)
     await _audit_update(session, tenant, before, actor)
-    await outbox.add_event(
-        session, tenant_id=tenant.id, event_type=f"tenant.{status}", payload={"slug": tenant.slug}
-    )
+    await outbox.add_event(session, tenant_id=tenant.id, event_type=f"tenant.{status}", payload={"slug": tenant.slug})
     return tenant

@@ -42,9 +42,7 @@ def upgrade() -> None:
         """
     )
     # tenants has no tenant_id: a tenant context sees its own row and nothing else.
-    enable_tenant_rls(
-        op.get_bind(), "tenants", "id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
-    )
+    enable_tenant_rls(op.get_bind(), "tenants", "id = NULLIF(current_setting('app.tenant_id', true), '')::uuid")
 
     op.execute(
         """
@@ -62,8 +60,7 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE INDEX ix_outbox_events_pending ON outbox_events (tenant_id, created_at) "
-        "WHERE published_at IS NULL"
+        "CREATE INDEX ix_outbox_events_pending ON outbox_events (tenant_id, created_at) WHERE published_at IS NULL"
     )
     enable_tenant_rls(op.get_bind(), "outbox_events")
 

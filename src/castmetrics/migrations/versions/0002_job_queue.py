@@ -25,9 +25,7 @@ EXPECTED_SERIES = "3.10."
 def upgrade() -> None:
     version = getattr(procrastinate, "__version__", "")
     if not version.startswith(EXPECTED_SERIES):
-        raise RuntimeError(
-            f"procrastinate {version} installed; revision 0002 applies the {EXPECTED_SERIES}x schema"
-        )
+        raise RuntimeError(f"procrastinate {version} installed; revision 0002 applies the {EXPECTED_SERIES}x schema")
     op.get_bind().exec_driver_sql(SchemaManager.get_schema().replace("%", "%%"))
 
 

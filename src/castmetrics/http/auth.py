@@ -1,0 +1,134 @@
+"""Authentication and authorization dependencies: one permission engine for every route.
+
+A route declares who may call it with ``principal: Annotated[Principal, requires("users", "read")]``;
+reading the signature tells you the rule. Routes without such a dependency must be on
+``PUBLIC_ROUTES`` (a test walks the app and fails otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from castmetrics.config import Settings
+from castmetrics.errors import Forbidden, Unauthorized
+from castmetrics.http.deps import acting_for, get_database, is_write
+from castmetrics.identity import service as identity
+from castmetrics.identity import tokens
+from castmetrics.identity.models import ApiKey, User
+from castmetrics.identity.service import Principal
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An access token from `/v1/auth/login`, or an API key (`cm_…`).",
+)
+
+# (method, path template) of every route that needs no credentials.
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/auth/signup"),
+        ("POST", "/v1/auth/login"),
+        ("POST", "/v1/auth/refresh"),
+        ("POST", "/v1/auth/logout"),
+        ("GET", "/v1/auth/verify-email"),
+        ("POST", "/v1/auth/password-reset"),
+        ("POST", "/v1/auth/password-reset/confirm"),
+        ("POST", "/v1/auth/accept-invite"),
+    }
+)
+AUTHENTICATED = "authenticated"
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def settings_of(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+async def _principal(request: Request, credential: str | None) -> AsyncIterator[Principal]:
+    if not credential:
+        raise Unauthorized("credentials are required: send Authorization: Bearer <token or API key>")
+    db, settings = get_database(request), settings_of(request)
+    api_key_id = None
+    if credential.startswith(tokens.API_KEY_PREFIX):
+        tenant_id, api_key_id = await identity.find_api_key(db, credential)
+    else:
+        claims = tokens.read_access_token(settings.secret_key.get_secret_value(), credential)
+        tenant_id, user_id = claims.tenant_id, claims.user_id
+    async with acting_for(db, tenant_id, write=is_write(request)) as scope:
+        session = scope.session
+        api_key = None
+        if api_key_id is not None:
+            api_key = await session.scalar(select(ApiKey).where(ApiKey.id == api_key_id))
+            if api_key is None or api_key.revoked_at is not None:
+                raise Unauthorized("the API key is not valid")
+            user_id = api_key.user_id
+            now = datetime.now(UTC)
+            if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
+                api_key.last_used_at = now
+        user = await session.scalar(select(User).where(User.id == user_id))
+        if user is None or not user.is_active:
+            raise Unauthorized("the account is deactivated or gone")
+        permissions = identity.effective_permissions(await identity.permissions_of(session, user.id), api_key)
+        await identity.count_user_activity(session, user, api_calls=1)
+        yield Principal(
+            session=session,
+            tenant=scope.tenant,
+            user=user,
+            roles=await identity.roles_of(session, user.id),
+            permissions=permissions,
+            api_key=api_key,
+        )
+
+
+def requires(resource: str, action: str, *, verified: bool = False) -> Any:
+    """Dependency: authenticated, acting for the credential's tenant, holding ``resource:action``
+    (and, with ``verified``, a verified email). Answers the ``Principal``; its session commits
+    before the response is sent."""
+    permission = f"{resource}:{action}"
+
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)
+    ) -> AsyncIterator[Principal]:
+        async for principal in _principal(request, credentials.credentials if credentials else None):
+            if not principal.has(permission):
+                raise Forbidden(
+                    f"this needs the {permission} permission",
+                    reason="missing_permission",
+                    permission=permission,
+                )
+            if verified and not principal.user.email_verified:
+                raise Forbidden(
+                    "verify your email address first (see the link we sent you)", reason="email_not_verified"
+                )
+            yield principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency, scope="function")
+
+
+def authenticated() -> Any:
+    """Dependency: any valid credential of an active user (``/v1/me`` and one's own settings)."""
+
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)
+    ) -> AsyncIterator[Principal]:
+        async for principal in _principal(request, credentials.credentials if credentials else None):
+            yield principal
+
+    dependency.permission = AUTHENTICATED  # type: ignore[attr-defined]
+    return Depends(dependency, scope="function")
+
+
+def permission_of(call: Callable[..., Any]) -> str | None:
+    value = getattr(call, "permission", None)
+    return value if isinstance(value, str) else None

@@ -1,0 +1,1 @@
+"""Quotas by tier: limits, usage, refusals, and the 80% / 100% threshold events."""

@@ -1,0 +1,128 @@
+"""The tier table of DESIGN.md as one module other domains call before they add what is counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.errors import QuotaExceeded
+from castmetrics.outbox import service as outbox
+from castmetrics.tenancy.models import Tenant
+
+UNLIMITED = None
+
+# Limits per tier; None is unlimited. A tenant's metadata may override: {"quotas": {"users": 10}}.
+TIER_LIMITS: dict[str, dict[str, int | None]] = {
+    "free": {"podcasts": 3, "users": 3, "events_per_month": 100_000, "workflows": 2, "ingest_rate": 200},
+    "pro": {
+        "podcasts": 50,
+        "users": 25,
+        "events_per_month": 10_000_000,
+        "workflows": 50,
+        "ingest_rate": 5_000,
+    },  # fmt: skip
+    "enterprise": {
+        "podcasts": UNLIMITED,
+        "users": UNLIMITED,
+        "events_per_month": UNLIMITED,
+        "workflows": UNLIMITED,
+        "ingest_rate": 50_000,
+    },  # fmt: skip
+}
+# Quotas refused with 402 when full (ingest_rate is a token bucket, answered with 429 elsewhere).
+COUNTED = ("podcasts", "users", "events_per_month", "workflows")
+THRESHOLDS = (80, 100)
+
+# How each counted quota's usage is measured (in the tenant's transaction, so RLS scopes it). Tables
+# that later domains create are counted once they exist.
+USAGE_SQL: dict[str, tuple[str, str]] = {
+    "users": ("users", "SELECT count(*) FROM users WHERE is_active"),
+    "podcasts": ("podcasts", "SELECT count(*) FROM podcasts"),
+    "workflows": ("workflows", "SELECT count(*) FROM workflows"),
+    "events_per_month": (
+        "usage_monthly",
+        "SELECT coalesce(sum(events), 0) FROM usage_monthly "
+        "WHERE month = date_trunc('month', now() AT TIME ZONE 'UTC')::date",
+    ),
+}
+
+
+def limit_for(tenant: Tenant, quota: str) -> int | None:
+    overrides: Any = (tenant.metadata_ or {}).get("quotas", {})
+    if isinstance(overrides, dict) and quota in overrides:
+        value = overrides[quota]
+        return None if value is None else int(value)
+    return TIER_LIMITS.get(tenant.subscription_tier, TIER_LIMITS["free"])[quota]
+
+
+async def usage(session: AsyncSession, quota: str) -> int:
+    table, query = USAGE_SQL[quota]
+    exists = (await session.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table})).scalar_one()
+    if not exists:
+        return 0
+    return int((await session.execute(text(query))).scalar_one())
+
+
+def current_period() -> str:
+    return datetime.now(UTC).strftime("%Y-%m")
+
+
+async def _note_thresholds(session: AsyncSession, tenant: Tenant, quota: str, limit: int, used: int) -> None:
+    """Emit ``quota.threshold_reached`` the first time in a period that usage reaches 80% and 100%."""
+    period = current_period()
+    for threshold in THRESHOLDS:
+        if used * 100 < limit * threshold:
+            continue
+        inserted = await session.execute(
+            text(
+                "INSERT INTO quota_thresholds (tenant_id, quota, period, threshold) "
+                "VALUES (:t, :q, :p, :th) ON CONFLICT DO NOTHING RETURNING 1"
+            ),
+            {"t": tenant.id, "q": quota, "p": period, "th": threshold},
+        )
+        if inserted.first() is not None:
+            await outbox.add_event(
+                session,
+                tenant_id=tenant.id,
+                event_type="quota.threshold_reached",
+                payload={
+                    "quota": quota,
+                    "threshold": threshold,
+                    "limit": limit,
+                    "usage": used,
+                    "period": period,
+                },
+            )
+
+
+async def ensure_room(session: AsyncSession, tenant: Tenant, quota: str, adding: int = 1) -> None:
+    """Refuse (402) when ``adding`` more would pass the limit; otherwise note the thresholds the
+    addition reaches. Call it in the transaction that adds, so a rollback takes the event back."""
+    limit = limit_for(tenant, quota)
+    if limit is UNLIMITED:
+        return
+    used = await usage(session, quota)
+    if used + adding > limit:
+        raise QuotaExceeded(quota, limit, used)
+    await _note_thresholds(session, tenant, quota, limit, used + adding)
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    limit: int | None
+    usage: int
+
+
+async def report(session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
+    """Usage against every quota for ``GET /v1/tenant/usage``."""
+    quotas = {quota: {"limit": limit_for(tenant, quota), "usage": await usage(session, quota)} for quota in COUNTED}
+    return {
+        "subscription_tier": tenant.subscription_tier,
+        "period": current_period(),
+        "quotas": quotas,
+        "ingest_rate_per_second": limit_for(tenant, "ingest_rate"),
+    }
