@@ -207,7 +207,7 @@ async def user_metrics(
 ) -> UserMetricsOut:
     """Daily logins and API calls (UTC days), every day of the range present; default the last 30 days."""
     last = to or datetime.now(UTC).date()
-    first = from_ or last - timedelta(days=29)
+    first = from_ or (last - timedelta(days=29) if last > date.min + timedelta(days=29) else date.min)
     if first > last or (last - first).days > 366:
         raise Invalid("from must not be after to, and the range must be at most 366 days", parameter="from")
     user = await service.get_user(principal.session, user_id)
