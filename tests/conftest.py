@@ -30,6 +30,8 @@ from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
 TEST_APP_ROLE = "castmetrics_test_app"
+# Rows the migrations seed: kept between tests.
+SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags"})
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,6 +72,7 @@ def settings(owner_url: str) -> Settings:
         in_process_worker=False,
         max_body_bytes=64 * 1024,
         log_json=True,
+        bcrypt_rounds=4,
     )
 
 
@@ -123,7 +126,8 @@ def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
         tables = [
             row[0]
             for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND NOT (tablename = ANY(%s))",
+                (list(SEEDED_TABLES),),
             )
         ]
         if tables:

@@ -100,6 +100,8 @@ def test_demo_is_idempotent(settings: Settings, runtime_url: str) -> None:
     second = run_cli(settings, "demo")
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout and "already present" in second.stdout
+    for role in ("owner", "admin", "sales", "analyst", "viewer"):
+        assert f"{role}@demo.example.com" in second.stdout
     listed = run_cli(settings, "tenant", "list", "--json")
     demo = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(d["slug"], d["subscription_tier"]) for d in demo] == [("demo", "pro")]

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     in_process_worker: bool | None = None
 
     access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)  # tests lower it; production keeps 12+
     refresh_token_days: int = Field(default=30, ge=1, le=365)
     # Unset: emails are kept in the ``emails`` table and written to the log (works offline).
     smtp_url: str | None = None  # smtp://user:password@host:587 (STARTTLS) or smtps://host:465

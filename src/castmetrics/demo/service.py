@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select
 
 from castmetrics.audit.service import Actor
-from castmetrics.errors import NotFound
-from castmetrics.tenancy import service as tenancy
+from castmetrics.config import Settings
+from castmetrics.db.session import Database
+from castmetrics.identity import service as identity
+from castmetrics.identity.models import User
+from castmetrics.identity.permissions import DEFAULT_ROLES
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
 DEMO_SLUG = "demo"
 DEMO_ACTOR = Actor.system("demo")
+DEMO_PASSWORD = "listen-through-rate-42"
+DEMO_EMAIL_DOMAIN = "demo.example.com"
 
 
 @dataclass
@@ -23,19 +29,31 @@ class DemoSummary:
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (role, email, password)
 
 
-async def seed(session: AsyncSession) -> DemoSummary:
-    """Create the demo tenant (pro tier) unless it exists; safe to run any number of times.
-
-    Needs a privileged (owner) session: it creates a tenant.
-    """
-    try:
-        tenant = await tenancy.get_by_slug(session, DEMO_SLUG)
-        created = False
-    except NotFound:
-        tenant = await tenancy.create(
-            session,
-            TenantCreate(name="Demo Podcast Network", slug=DEMO_SLUG, subscription_tier="pro"),
-            DEMO_ACTOR,
-        )
-        created = True
-    return DemoSummary(tenant=tenant, created=created)
+async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
+    """Create the demo tenant (pro tier) with an owner and one user per default role, unless they
+    exist; safe to run any number of times. Only the slug lookup uses the owner (it crosses
+    tenants); everything else runs as the runtime role acting for the demo tenant."""
+    async with owner.transaction() as session:
+        existing = await session.scalar(select(Tenant.id).where(Tenant.slug == DEMO_SLUG))
+    tenant_id = existing or uuid.uuid4()
+    async with runtime.tenant_transaction(tenant_id) as session:
+        if existing is None:
+            tenant = await identity.provision_tenant(
+                session,
+                TenantCreate(name="Demo Podcast Network", slug=DEMO_SLUG, subscription_tier="pro"),
+                DEMO_ACTOR,
+                tenant_id=tenant_id,
+            )
+        else:
+            tenant = await session.get_one(Tenant, tenant_id)
+        logins = []
+        for role in DEFAULT_ROLES:
+            email = f"{role}@{DEMO_EMAIL_DOMAIN}"
+            taken = await session.scalar(select(User.id).where(func.lower(User.email) == email))
+            if taken is None:
+                await identity.create_user(
+                    session, settings, tenant_id, email=email, name=f"Demo {role.title()}",
+                    password=DEMO_PASSWORD, role_names=[role], actor=DEMO_ACTOR, email_verified=True,
+                )  # fmt: skip
+            logins.append((role, email, DEMO_PASSWORD))
+    return DemoSummary(tenant=tenant, created=existing is None, logins=logins)

@@ -31,7 +31,8 @@ def _all(*, except_: frozenset[str] = frozenset()) -> frozenset[str]:
     return frozenset(p for p in ALL_PERMISSIONS if p not in except_ and p.split(":")[0] not in except_)
 
 
-_READS = frozenset(p for p in ALL_PERMISSIONS if p.endswith(":read"))
+# Billing stays with the owner: reading roles see everything else, so an admin can grant them.
+_READS = frozenset(p for p in ALL_PERMISSIONS if p.endswith(":read") and not p.startswith("billing:"))
 _SALES = frozenset(f"{r}:{a}" for r in ("sponsors", "campaigns", "bookings") for a in ACTIONS)
 
 DEFAULT_ROLES: dict[str, tuple[str, frozenset[str]]] = {
@@ -44,8 +45,8 @@ DEFAULT_ROLES: dict[str, tuple[str, frozenset[str]]] = {
         "Sponsors, campaigns and bookings; reads analytics.",
         _SALES | {"analytics:read", "podcasts:read", "episodes:read", "attribution:read"},
     ),
-    "analyst": ("Reads everything and exports analytics.", _READS | {"analytics:export"}),
-    "viewer": ("Reads everything.", _READS),
+    "analyst": ("Reads everything but billing, and exports analytics.", _READS | {"analytics:export"}),
+    "viewer": ("Reads everything but billing.", _READS),
 }
 
 # What each API-key scope may do, intersected with its creator's permissions.

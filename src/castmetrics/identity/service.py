@@ -95,8 +95,9 @@ async def provision_tenant(
     return tenant
 
 
-async def role_by_name(session: AsyncSession, name: str) -> Role:
-    role = await session.scalar(select(Role).where(func.lower(Role.name) == name.lower()))
+async def role_by_name(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Role:
+    # Filtered by tenant as well as by RLS: the owner's connection (CLI) bypasses RLS.
+    role = await session.scalar(select(Role).where(Role.tenant_id == tenant_id, func.lower(Role.name) == name.lower()))
     if role is None:
         raise NotFound(f"no role named {name!r}")
     return role
@@ -153,11 +154,11 @@ async def create_user(
         tenant_id,
         email=email,
         name=name,
-        password_hash=await passwords.hash_password(password),
+        password_hash=await passwords.hash_password(password, settings.bcrypt_rounds),
         email_verified=email_verified,
     )
     for role_name in role_names:
-        role = await role_by_name(session, role_name)
+        role = await role_by_name(session, tenant_id, role_name)
         session.add(UserRole(tenant_id=tenant_id, user_id=user.id, role_id=role.id))
     await session.flush()
     await audit.record(
@@ -456,9 +457,9 @@ async def request_password_reset(db: Database, settings: Settings, email: str) -
         )  # fmt: skip
 
 
-async def _set_password(session: AsyncSession, user: User, password: str) -> None:
+async def _set_password(session: AsyncSession, settings: Settings, user: User, password: str) -> None:
     passwords.check_policy(password, email=user.email, name=user.name)
-    user.password_hash = await passwords.hash_password(password)
+    user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
@@ -476,7 +477,7 @@ async def reset_password(db: Database, settings: Settings, token: str, password:
         user = await get_user(session, uuid.UUID(claims["sub"]))
         if claims.get("pwv") != _fingerprint(user.password_hash) or not user.is_active:
             raise Unauthorized("the reset token was already used")
-        await _set_password(session, user, password)
+        await _set_password(session, settings, user, password)
 
 
 async def accept_invite(db: Database, settings: Settings, token: str, password: str) -> TokenPair:
@@ -485,7 +486,7 @@ async def accept_invite(db: Database, settings: Settings, token: str, password: 
         user = await get_user(session, uuid.UUID(claims["sub"]))
         if user.password_hash is not None or not user.is_active:
             raise Unauthorized("the invitation was already accepted")
-        await _set_password(session, user, password)
+        await _set_password(session, settings, user, password)
         user.email_verified = True  # the link arrived at this address
         user.last_login_at = datetime.now(UTC)
         return await _issue_tokens(session, settings, user)
@@ -536,8 +537,8 @@ async def invite_user(session: AsyncSession, settings: Settings, principal: Prin
     return user
 
 
-async def _owners_left(session: AsyncSession, excluding: uuid.UUID) -> int:
-    owner = await role_by_name(session, "owner")
+async def _owners_left(session: AsyncSession, tenant_id: uuid.UUID, excluding: uuid.UUID) -> int:
+    owner = await role_by_name(session, tenant_id, "owner")
     count = await session.scalar(
         select(func.count())
         .select_from(UserRole)
@@ -548,7 +549,7 @@ async def _owners_left(session: AsyncSession, excluding: uuid.UUID) -> int:
 
 
 async def _ensure_not_last_owner(session: AsyncSession, user: User) -> None:
-    if "owner" in await roles_of(session, user.id) and await _owners_left(session, user.id) == 0:
+    if "owner" in await roles_of(session, user.id) and await _owners_left(session, user.tenant_id, user.id) == 0:
         raise Conflict("a tenant keeps at least one active owner")
 
 
