@@ -11,13 +11,18 @@ from fastapi import FastAPI
 
 from castmetrics import __version__
 from castmetrics.audit import router as audit_router
+from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, get_settings
 from castmetrics.db import roles
 from castmetrics.db.session import Database
+from castmetrics.flags import router as flags_router
 from castmetrics.http import health, openapi, problems
+from castmetrics.http.idempotency import IdempotencyMiddleware
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from castmetrics.identity import router as identity_router
 from castmetrics.observability import configure_logging
+from castmetrics.platform import router as platform_router
+from castmetrics.preferences import router as preferences_router
 from castmetrics.tenancy import router as tenancy_router
 
 log = structlog.get_logger(__name__)
@@ -31,9 +36,12 @@ def _runtime_url(settings: Settings) -> str:
     return roles.runtime_url(settings, settings.database_url)
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, database: Database | None = None, admin_database: Database | None = None
+) -> FastAPI:
     """Build the ASGI app. ``database`` lets tests share one pool; otherwise it connects as the
-    runtime role of ``settings``."""
+    runtime role of ``settings``. ``admin_database`` (default: a small pool on the owner's
+    ``DATABASE_URL``, if set) serves the platform admin routes, the only ones that see across tenants."""
     settings = settings or get_settings()
     db = database or Database(
         _runtime_url(settings),
@@ -41,6 +49,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         max_overflow=settings.db_max_overflow,
         application_name="castmetrics-api",
     )
+    admin_db = admin_database
+    if admin_db is None and settings.database_url:
+        admin_db = Database(settings.database_url, pool_size=2, max_overflow=2, application_name="castmetrics-admin")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +69,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                     await worker
             if database is None:
                 await db.dispose()
+            if admin_database is None and admin_db is not None:
+                await admin_db.dispose()
 
     app = FastAPI(
         title="Castmetrics",
@@ -67,6 +80,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.admin_db = admin_db  # None: the admin routes answer 503
     problems.install(app)
     openapi.install(app)
     app.include_router(health.router)
@@ -74,7 +88,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(identity_router.router)
     app.include_router(tenancy_router.router)
     app.include_router(audit_router.router)
+    app.include_router(catalog_router.router)
+    app.include_router(catalog_router.feeds_router)
+    app.include_router(flags_router.router)
+    app.include_router(platform_router.router)
+    app.include_router(preferences_router.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
+    app.add_middleware(IdempotencyMiddleware, db_of=lambda: app.state.db)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

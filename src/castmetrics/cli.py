@@ -113,16 +113,18 @@ def _print_demo(summary: Any, url: str) -> None:
         typer.echo("Log in as:")
         for role, email, password in summary.logins:
             typer.echo(f"  {role:<8} {email}  password: {password}")
-    else:
-        typer.echo("Log in: user accounts arrive with the identity module; the API answers at /docs.")
+    typer.echo(f"API docs: {url}/docs (log in with POST /v1/auth/login, then use the access token)")
 
 
-def _seed_demo(owner_url: str) -> Any:
+def _seed_demo(settings: Settings, owner_url: str, runtime_url: str) -> Any:
     from castmetrics.demo import service as demo
 
-    async def work(db: Database) -> Any:
-        async with db.transaction() as session:
-            return await demo.seed(session)
+    async def work(owner: Database) -> Any:
+        runtime = Database(runtime_url, pool_size=2, max_overflow=0, application_name="castmetrics-cli")
+        try:
+            return await demo.seed(owner, runtime, settings)
+        finally:
+            await runtime.dispose()
 
     return _run_as_owner(owner_url, work)
 
@@ -153,7 +155,7 @@ def serve(
         runtime_url = _migrate(settings, owner_url)
         url = f"http://{host}:{port}"
         if demo:
-            _print_demo(_seed_demo(owner_url), url)
+            _print_demo(_seed_demo(settings, owner_url, runtime_url), url)
         in_process = settings.in_process_worker if settings.in_process_worker is not None else embedded
         settings = settings.model_copy(
             update={
@@ -227,8 +229,8 @@ def demo_command(
         _fail("generating demo events needs the event ingestion module, which is not built yet", code=2)
     settings = _settings(data_dir)
     with owner_database(settings) as owner_url:
-        _migrate(settings, owner_url)
-        _print_demo(_seed_demo(owner_url), settings.public_url)
+        runtime_url = _migrate(settings, owner_url)
+        _print_demo(_seed_demo(settings, owner_url, runtime_url), settings.public_url)
 
 
 # --- tenants -------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def tenant_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a tenant."""
-    from castmetrics.tenancy import service as tenancy
+    from castmetrics.identity import service as identity
     from castmetrics.tenancy.schemas import TenantCreate
 
     try:
@@ -268,7 +270,7 @@ def tenant_create(
 
         async def work(db: Database) -> Any:
             async with db.transaction() as session:
-                return await tenancy.create(session, data, OPERATOR)
+                return await identity.provision_tenant(session, data, OPERATOR)
 
         tenant = _run_as_owner(owner_url, work)
         typer.echo(f"Created tenant {tenant.slug} ({tenant.id}), tier {tenant.subscription_tier}")
@@ -345,6 +347,54 @@ def tenant_activate(slug: str, data_dir: DataDir = None) -> None:
 def tenant_cancel(slug: str, data_dir: DataDir = None) -> None:
     """Cancel a tenant: every request answers 403; data is kept."""
     _set_status(slug, "cancelled", data_dir)
+
+
+# --- platform administrators ---------------------------------------------------------------------
+
+admin_app = typer.Typer(
+    help="Platform administrators: operators who log in at /v1/admin/login and act across tenants.",
+    no_args_is_help=True,
+)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("create")
+def admin_create(
+    email: Annotated[str, typer.Argument(help="The administrator's login email.")],
+    name: Annotated[str, typer.Option(help="The administrator's display name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of prompting.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a platform administrator. Asks for the password twice (or reads it from stdin)."""
+    from castmetrics.identity import passwords
+    from castmetrics.platform import service as platform
+    from castmetrics.platform.schemas import AdminCreate
+
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:  # refused before any database starts; the service checks the policy again
+        data = AdminCreate(email=email, name=name, password=password)
+        passwords.check_policy(data.password, email=str(data.email), name=data.name)
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), code=2)
+    except DomainError as exc:
+        _fail(exc.detail, code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        _migrate(settings, owner_url)
+
+        async def work(db: Database) -> Any:
+            async with db.transaction() as session:
+                return await platform.create_admin(
+                    session, settings, email=str(data.email), name=data.name, password=data.password
+                )
+
+        admin = _run_as_owner(owner_url, work)
+        typer.echo(f"Created platform administrator {admin.email} ({admin.id})")
 
 
 def main() -> None:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=30, ge=1, le=365)
     # Unset: emails are kept in the ``emails`` table and written to the log (works offline).
     smtp_url: str | None = None  # smtp://user:password@host:587 (STARTTLS) or smtps://host:465
+    # Feed fetching: private, loopback and link-local addresses are refused unless allowed (on-premise).
+    allow_private_fetch: bool = False
+    feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS_WITH_MODELS = ("tenancy", "outbox", "audit", "identity", "mail", "quotas")
+DOMAINS_WITH_MODELS = (
+    "tenancy", "outbox", "audit", "identity", "mail", "quotas", "preferences", "flags", "platform", "catalog",
+)  # fmt: skip
 
 
 def load_all_models() -> None:

@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 
 # Tables the runtime role must not touch, may only read, or may only add to.
 NO_ACCESS_TABLES = frozenset({"alembic_version", "platform_admins"})
-READ_ONLY_TABLES = frozenset({"permissions"})
+READ_ONLY_TABLES = frozenset({"permissions", "feature_flags"})
 APPEND_ONLY_TABLES = frozenset({"audit_log"})
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from castmetrics.config import Settings
 from castmetrics.errors import Forbidden, Unauthorized
+from castmetrics.http import idempotency
 from castmetrics.http.deps import acting_for, get_database, is_write
 from castmetrics.identity import service as identity
 from castmetrics.identity import tokens
@@ -42,6 +43,10 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/auth/password-reset"),
         ("POST", "/v1/auth/password-reset/confirm"),
         ("POST", "/v1/auth/accept-invite"),
+        ("GET", "/feeds/{podcast_id}.xml"),
+        ("POST", "/v1/admin/login"),
+        ("GET", "/v1/email-preferences/unsubscribe"),
+        ("POST", "/v1/email-preferences/unsubscribe"),
     }
 )
 AUTHENTICATED = "authenticated"
@@ -110,6 +115,7 @@ def requires(resource: str, action: str, *, verified: bool = False) -> Any:
                 raise Forbidden(
                     "verify your email address first (see the link we sent you)", reason="email_not_verified"
                 )
+            await idempotency.claim(request, principal.session, principal.tenant.id)
             yield principal
 
     dependency.permission = permission  # type: ignore[attr-defined]

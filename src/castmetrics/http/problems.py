@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
+from castmetrics.http import idempotency
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +109,11 @@ async def _validation_error(_request: Request, exc: Exception) -> ProblemRespons
     )
 
 
+async def _replay(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, idempotency.Replay)
+    return JSONResponse(exc.body, status_code=exc.status_code, headers={"Idempotent-Replayed": "true"})
+
+
 async def _data_error(_request: Request, exc: Exception) -> ProblemResponse:
     # The database refused a value the schema let through (a NUL character in text, a number out of
     # range): the client's input, so a 422 — with no SQL in the answer.
@@ -137,4 +143,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(idempotency.Replay, _replay)
     app.add_exception_handler(Exception, _server_error)

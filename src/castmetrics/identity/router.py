@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from castmetrics.errors import Invalid
+from castmetrics.flags import service as flags
 from castmetrics.http.auth import authenticated, requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
@@ -249,7 +250,9 @@ async def list_roles(
 
 @router.post("/roles", status_code=status.HTTP_201_CREATED, response_model=RoleOut, summary="Create a role")
 async def create_role(body: RoleIn, principal: Annotated[Principal, requires("roles", "create")]) -> RoleOut:
-    """A role of the tenant's own, with permissions you hold yourself. A taken name answers 409."""
+    """A role of the tenant's own, with permissions you hold yourself. A taken name answers 409;
+    403 (reason `feature_disabled`) while the `custom_roles` flag is off for the tenant."""
+    await flags.ensure_enabled(principal.session, principal.tenant.id, "custom_roles")
     return await _role_out(principal, await service.create_role(principal.session, principal, body))
 
 

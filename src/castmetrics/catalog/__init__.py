@@ -1,0 +1,1 @@
+"""Catalog: podcasts and episodes, RSS ingestion that survives real-world feeds."""

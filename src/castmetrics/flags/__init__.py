@@ -1,0 +1,1 @@
+"""Feature flags: global defaults set by the platform, overridden per tenant."""

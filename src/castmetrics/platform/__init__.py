@@ -1,0 +1,1 @@
+"""The platform administrator: operators who log in apart from tenants and act across them."""

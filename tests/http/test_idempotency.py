@@ -1,0 +1,47 @@
+"""Idempotency-Key: a repeated creating POST answers the first result and creates nothing more."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.identity.conftest import Team
+
+
+async def test_repeat_replays_the_first_answer(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    headers = {**team.auth("owner"), "Idempotency-Key": "create-key-1"}
+    body = {"name": "nightly export", "scopes": ["read"]}
+    first = await client.post("/v1/api-keys", json=body, headers=headers)
+    second = await client.post("/v1/api-keys", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()  # the same id and, once more, the same key
+    assert second.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    keys = (await client.get("/v1/api-keys", headers=team.auth("owner"))).json()["items"]
+    assert len(keys) == 1
+
+
+async def test_same_key_other_body_is_refused(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    headers = {**team.auth("owner"), "Idempotency-Key": "create-key-2"}
+    assert (await client.post("/v1/roles", json={"name": "one"}, headers=headers)).status_code == 201
+    other = await client.post("/v1/roles", json={"name": "two"}, headers=headers)
+    assert other.status_code == 422 and "another request" in other.json()["detail"]
+
+
+async def test_failed_request_does_not_burn_the_key(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    headers = {**team.auth("owner"), "Idempotency-Key": "create-key-3"}
+    refused = await client.post("/v1/roles", json={"name": "x", "permissions": ["nope:nope"]}, headers=headers)
+    assert refused.status_code == 422
+    fixed = await client.post("/v1/roles", json={"name": "x", "permissions": ["nope:nope"]}, headers=headers)
+    assert fixed.status_code == 422  # evaluated again, not replayed: the failure stored nothing
+    assert "idempotent-replayed" not in fixed.headers
+
+
+async def test_keys_are_per_tenant(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    a: Team = await make_team()
+    b: Team = await make_team()
+    body = {"name": "shared-name"}
+    ra = await client.post("/v1/roles", json=body, headers={**a.auth("owner"), "Idempotency-Key": "same"})
+    rb = await client.post("/v1/roles", json=body, headers={**b.auth("owner"), "Idempotency-Key": "same"})
+    assert ra.status_code == rb.status_code == 201 and ra.json()["id"] != rb.json()["id"]
