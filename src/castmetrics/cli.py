@@ -397,5 +397,39 @@ def admin_create(
         typer.echo(f"Created platform administrator {admin.email} ({admin.id})")
 
 
+@app.command("import-rss")
+def import_rss(
+    url: Annotated[str, typer.Argument(help="The podcast's RSS feed URL (http or https).")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Slug of the tenant the podcast belongs to.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create (or find) the tenant's podcast for a feed and sync its episodes now."""
+    from castmetrics.catalog import service as catalog
+
+    if not url.startswith(("http://", "https://")):
+        _fail("the feed URL must start with http:// or https://", code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+
+        async def work(owner: Database) -> Any:
+            runtime = Database(runtime_url, pool_size=2, max_overflow=0, application_name="castmetrics-cli")
+            try:
+                return await catalog.import_feed(owner, runtime, settings, url, tenant)
+            finally:
+                await runtime.dispose()
+
+        typer.echo(f"Fetching {url} …", err=True)
+        podcast, report = _run_as_owner(owner_url, work)
+    typer.echo(
+        f"Podcast {podcast.name!r} ({podcast.id}): {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.left_feed} left the feed ({report.outcome}, {report.duration_ms} ms)"
+    )
+    for warning in report.warnings[:20]:
+        typer.echo(f"  warning: {warning}", err=True)
+    if len(report.warnings) > 20:
+        typer.echo(f"  … and {len(report.warnings) - 20} more warnings", err=True)
+
+
 def main() -> None:
     app()

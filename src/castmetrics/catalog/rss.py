@@ -396,9 +396,10 @@ def _map_entry(
         _text(entry.get("itunes_season")) or _first(entry, podcast_prefixes, "season"), where, "season", warnings
     )
 
-    raw_date = _text(entry.get("published")) or _text(entry.get("updated"))
+    # dict.get: FeedParserDict.get maps a missing "updated" to "published" with a DeprecationWarning.
+    raw_date = _text(dict.get(entry, "published")) or _text(dict.get(entry, "updated"))
     episode.published_at = parse_date(raw_date) or _from_struct(
-        entry.get("published_parsed") or entry.get("updated_parsed")
+        dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
     )
     if raw_date is not None and episode.published_at is None:
         warnings.append(f"{where}: unreadable date {raw_date!r}")

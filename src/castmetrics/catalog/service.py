@@ -330,7 +330,7 @@ async def sync_podcast(
                     podcast_id=podcast_id,
                     trigger=trigger,
                     outcome="failed",
-                    http_status=exc.extra.get("status"),
+                    http_status=exc.status,
                     error=exc.detail,
                     duration_ms=int((time.perf_counter() - started) * 1000),
                 )  # fmt: skip
@@ -413,3 +413,33 @@ async def tracked_feed_source(db: Database, podcast_id: uuid.UUID) -> TrackedFee
     if row is None:
         raise NotFound("no feed has been fetched for this podcast")
     return TrackedFeed(tenant_slug=row.tenant_slug, body=bytes(row.body), content_type=row.content_type)
+
+
+async def import_feed(
+    owner: Database, runtime: Database, settings: Settings, url: str, tenant_slug: str
+) -> tuple[Podcast, SyncReport]:
+    """``castmetrics import-rss``: the tenant's podcast for this feed URL (created if new, named after
+    the feed until renamed), synced now. Only the slug lookup uses the owner (it crosses tenants)."""
+    async with owner.transaction() as session:
+        tenant_id = await session.scalar(select(Tenant.id).where(Tenant.slug == tenant_slug))
+    if tenant_id is None:
+        raise NotFound(f"no tenant with slug {tenant_slug!r}")
+    actor = Actor.system("cli:import-rss")
+    async with runtime.tenant_transaction(tenant_id) as session:
+        podcast = await session.scalar(select(Podcast).where(Podcast.rss_feed_url == url))
+        if podcast is None:
+            tenant = await session.get_one(Tenant, tenant_id)
+            podcast = await create_podcast(session, tenant, actor, PodcastIn(name=url[:500], rss_feed_url=url))  # type: ignore[arg-type]
+            named_after_feed = True
+        else:
+            named_after_feed = False
+        podcast_id = podcast.id
+    report = await sync_podcast(runtime, settings, tenant_id, podcast_id, "cli")
+    async with runtime.tenant_transaction(tenant_id) as session:
+        podcast = await get_podcast(session, podcast_id)
+        feed = await session.get(PodcastFeed, (tenant_id, podcast_id))
+        if named_after_feed and feed is not None:
+            title = rss.parse_feed(feed.body).title
+            if title:
+                podcast.name = title.strip()[:500]
+    return podcast, report
