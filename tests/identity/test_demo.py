@@ -23,3 +23,14 @@ async def test_demo_seed_is_idempotent_and_logins_work(
         assert login.status_code == 200, (role, login.text)
         me = (await client.get("/v1/me", headers=bearer(login.json()["access_token"]))).json()
         assert me["roles"] == [role] and me["tenant"]["slug"] == "demo"
+    podcasts = (await client.get("/v1/podcasts", headers=bearer(login.json()["access_token"]))).json()["items"]
+    assert len(podcasts) == 3
+    counts = []
+    for podcast in podcasts:
+        episodes = await client.get(
+            f"/v1/podcasts/{podcast['id']}/episodes",
+            params={"limit": 500},
+            headers=bearer(login.json()["access_token"]),
+        )
+        counts.append(len(episodes.json()["items"]))
+    assert sorted(counts) == [6, 8, 54]

@@ -443,3 +443,18 @@ async def import_feed(
             if title:
                 podcast.name = title.strip()[:500]
     return podcast, report
+
+
+async def seed_from_document(session: AsyncSession, tenant: Tenant, actor: Actor, body: bytes) -> Podcast:
+    """A podcast built from a feed document already at hand (the demo): no fetch, no schedule."""
+    parsed = rss.parse_feed(body)
+    name = (parsed.title or "Untitled podcast").strip()[:500]
+    existing = await session.scalar(select(Podcast).where(Podcast.name == name))
+    if existing is not None:
+        return existing
+    podcast = await create_podcast(session, tenant, actor, PodcastIn(name=name))
+    await apply_feed(session, podcast, parsed)
+    session.add(PodcastFeed(tenant_id=tenant.id, podcast_id=podcast.id, body=body, content_type="application/rss+xml"))
+    podcast.last_synced_at = datetime.now(UTC)
+    await session.flush()
+    return podcast

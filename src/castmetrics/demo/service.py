@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
 from castmetrics.audit.service import Actor
+from castmetrics.catalog import service as catalog
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.identity import service as identity
@@ -17,6 +19,7 @@ from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
 DEMO_SLUG = "demo"
+FEEDS_DIR = Path(__file__).resolve().parent / "feeds"
 DEMO_ACTOR = Actor.system("demo")
 DEMO_PASSWORD = "listen-through-rate-42"
 DEMO_EMAIL_DOMAIN = "demo.example.com"
@@ -30,8 +33,8 @@ class DemoSummary:
 
 
 async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
-    """Create the demo tenant (pro tier) with an owner and one user per default role, unless they
-    exist; safe to run any number of times. Only the slug lookup uses the owner (it crosses
+    """Create the demo tenant (pro tier) with an owner and one user per default role, and three real
+    podcasts with their episodes, unless they exist; safe to run any number of times. Only the slug lookup uses the owner (it crosses
     tenants); everything else runs as the runtime role acting for the demo tenant."""
     async with owner.transaction() as session:
         existing = await session.scalar(select(Tenant.id).where(Tenant.slug == DEMO_SLUG))
@@ -56,4 +59,6 @@ async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSu
                     password=DEMO_PASSWORD, role_names=[role], actor=DEMO_ACTOR, email_verified=True,
                 )  # fmt: skip
             logins.append((role, email, DEMO_PASSWORD))
+        for feed in sorted(FEEDS_DIR.glob("*.xml")):
+            await catalog.seed_from_document(session, tenant, DEMO_ACTOR, feed.read_bytes())
     return DemoSummary(tenant=tenant, created=existing is None, logins=logins)
