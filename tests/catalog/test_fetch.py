@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import trustme
 
 from castmetrics.catalog.fetch import FeedFetchError, fetch_feed, is_public_address, resolve_host
 from castmetrics.errors import Invalid
@@ -378,6 +379,23 @@ async def test_404_names_the_url_and_carries_the_status(server: FeedServer) -> N
     assert isinstance(caught.value, Invalid)
 
 
+async def test_messages_never_show_a_password_from_the_url(server: FeedServer) -> None:
+    with pytest.raises(FeedFetchError) as caught:
+        await fetch(f"http://listener:s3cret@127.0.0.1:{server.port}/missing")
+
+    assert caught.value.detail == f"HTTP 404 from http://127.0.0.1:{server.port}/missing"
+
+
+async def test_invalid_redirect_location_is_an_error(server: FeedServer) -> None:
+    with pytest.raises(FeedFetchError, match="Invalid URL in location header"):
+        await fetch(f"http://127.0.0.1:{server.port}/redirect?to=http://[::1/feed")
+
+
+async def test_invalid_url_is_an_error() -> None:
+    with pytest.raises(FeedFetchError, match="invalid URL"):
+        await fetch("http://[::1/feed")
+
+
 async def test_declared_length_over_the_cap_is_refused_early(server: FeedServer) -> None:
     with pytest.raises(FeedFetchError, match=r"^feed larger than 1000 bytes \(Content-Length 1001\)$"):
         await fetch(f"http://127.0.0.1:{server.port}/sized/1001", max_bytes=1000)
@@ -434,7 +452,6 @@ class TLSServer:
 
 @pytest.fixture(scope="module")
 def tls_server() -> Iterator[TLSServer]:
-    trustme = pytest.importorskip("trustme")
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("feeds.example.com").configure_cert(server_context)

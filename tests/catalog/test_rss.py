@@ -537,6 +537,16 @@ def test_plain_text_description_is_escaped_not_interpreted() -> None:
     assert feed.description_html == "Use &lt;b&gt; for bold<br>second line"
 
 
+def test_byte_order_mark_and_whitespace_before_the_declaration() -> None:
+    body = b"\xef\xbb\xbf\n\n" + _rss(_item("g"))
+
+    feed = parse_feed(body)
+
+    assert not feed.bozo
+    assert [e.guid for e in feed.episodes] == ["g"]
+    assert feed.warnings == ["whitespace before the XML declaration (2 bytes) was ignored"]
+
+
 def test_relative_urls_resolve_against_base_url() -> None:
     body = _rss(_item("g", enclosure="/media/a.mp3"), channel="<link>/</link>")
 

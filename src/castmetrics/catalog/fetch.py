@@ -21,9 +21,10 @@ URL and every redirect, followed here by hand (never by httpx) — goes through 
    host is reused.
 
 Limits: the body is streamed and abandoned past ``max_bytes`` (decoded size, so a gzip bomb stops
-too; a declared ``Content-Length`` above the cap is refused before reading), ``timeout`` applies to
-each connect/read/write and, as a deadline, to the whole fetch including DNS and every redirect (a
-server that drips one byte a second never trips a read timeout).
+too; a declared ``Content-Length`` above the cap is refused before reading). ``timeout`` applies to
+each read and write, and as a deadline to the whole fetch including DNS and every redirect (a server
+that drips one byte a second never trips a read timeout); each connect attempt gets at most
+``CONNECT_TIMEOUT`` so that a second address can still be tried.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import httpcore
 import httpx
@@ -47,6 +49,8 @@ AddressPolicy = Callable[[IPAddress], bool]
 DEFAULT_USER_AGENT = "Castmetrics/0.1 (+https://castmetrics.org)"
 ACCEPT = "application/rss+xml, application/atom+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Per address tried: a black-holed first address (say an unroutable IPv6) must leave time for the next.
+CONNECT_TIMEOUT = 5.0
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT
@@ -112,10 +116,10 @@ async def fetch_feed(
                 user_agent=user_agent,
                 resolve=resolve or resolve_host,
                 address_allowed=address_allowed or is_public_address,
-                ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+                ssl_context=ssl_context or _default_ssl_context(),
             )
     except TimeoutError as exc:
-        raise FeedFetchError(f"timed out after {timeout:g} s fetching {url}") from exc
+        raise FeedFetchError(f"timed out after {timeout:g} s fetching {_shown(url)}") from exc
 
 
 def is_public_address(address: IPAddress) -> bool:
@@ -187,7 +191,10 @@ async def _fetch(
         addresses = await _checked_addresses(current.host, host, resolve, allow_private, address_allowed)
         transport = _PinnedTransport(_PinnedBackend(host, addresses), ssl_context)
         async with httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+            follow_redirects=False,
+            trust_env=False,
         ) as client:
             try:
                 async with client.stream("GET", current, headers=headers) as response:
@@ -195,10 +202,12 @@ async def _fetch(
                     if status in REDIRECT_STATUSES:
                         location = response.headers.get("location", "").strip()
                         if not location:
-                            raise FeedFetchError(f"HTTP {status} redirect without a Location from {current}", status)
+                            raise FeedFetchError(
+                                f"HTTP {status} redirect without a Location from {_shown(current)}", status
+                            )
                         if len(redirects) >= max_redirects:
-                            raise FeedFetchError(f"too many redirects (more than {max_redirects}) from {url}")
-                        current = _parse_url(str(current.join(location)))
+                            raise FeedFetchError(f"too many redirects (more than {max_redirects}) from {_shown(url)}")
+                        current = _parse_url(_joined(current, location))
                         redirects.append(str(current))
                         continue
                     if status == 304:
@@ -213,7 +222,7 @@ async def _fetch(
                             redirects=redirects,
                         )
                     if not 200 <= status < 300:
-                        raise FeedFetchError(f"HTTP {status} from {current}", status)
+                        raise FeedFetchError(f"HTTP {status} from {_shown(current)}", status)
                     body = await _read_capped(response, max_bytes)
                     return FetchResult(
                         final_url=str(current),
@@ -226,24 +235,45 @@ async def _fetch(
                         redirects=redirects,
                     )
             except httpx.TimeoutException as exc:
-                raise FeedFetchError(f"timed out fetching {current}") from exc
+                raise FeedFetchError(f"timed out fetching {_shown(current)}") from exc
             except httpx.ConnectError as exc:
                 raise FeedFetchError(f"could not connect to {current.host}: {exc}") from exc
             except httpx.HTTPError as exc:
-                raise FeedFetchError(f"could not fetch {current}: {type(exc).__name__}: {exc}") from exc
+                raise FeedFetchError(f"could not fetch {_shown(current)}: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse_url(text: str) -> httpx.URL:
     try:
         url = httpx.URL(text)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise FeedFetchError(f"invalid URL {text!r}: {exc}") from exc
+        raise FeedFetchError(f"invalid URL: {exc}") from exc
     if url.scheme not in ("http", "https"):
         scheme = url.scheme or "none"
-        raise FeedFetchError(f"unsupported URL scheme {scheme!r} in {text!r}: only http and https")
+        raise FeedFetchError(f"unsupported URL scheme {scheme!r} in {_shown(url)}: only http and https")
     if not url.host:
-        raise FeedFetchError(f"URL has no host: {text!r}")
+        raise FeedFetchError(f"URL has no host: {_shown(url)}")
     return url
+
+
+def _joined(current: httpx.URL, location: str) -> str:
+    try:
+        return str(current.join(location))
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise FeedFetchError(f"invalid redirect Location from {_shown(current)}: {exc}") from exc
+
+
+def _shown(url: httpx.URL | str) -> str:
+    """The URL for messages (stored in sync history, shown to users): without a password in it."""
+    try:
+        return str(httpx.URL(url).copy_with(userinfo=b""))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "(invalid URL)"
+
+
+@cache
+def _default_ssl_context() -> ssl.SSLContext:
+    # certifi's trust store, loaded once: building a context reads and parses the whole bundle.
+    return httpx.create_ssl_context(trust_env=False)
 
 
 async def _checked_addresses(

@@ -291,7 +291,7 @@ def _format_offset(minutes: int) -> str:
 # --- raw-bytes corrections ------------------------------------------------------------------------
 
 _XMLNS = re.compile(rb"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']([^"']*)["']""")
-_LEADING_SPACE = re.compile(rb"\A(?:\xef\xbb\xbf)?[ \t\r\n]+(?=<\?xml)")
+_LEADING_SPACE = re.compile(rb"\A(\xef\xbb\xbf)?([ \t\r\n]+)(?=<\?xml)")
 
 
 def _prepare(body: bytes, warnings: list[str]) -> tuple[bytes, set[str]]:
@@ -312,8 +312,8 @@ def _prepare(body: bytes, warnings: list[str]) -> tuple[bytes, set[str]]:
     match = _LEADING_SPACE.match(body)
     if match:
         # Not well-formed as served (the declaration must come first); every reader strips it.
-        warnings.append(f"{match.end()} bytes of whitespace before the XML declaration were ignored")
-        body = body[match.end() :]
+        warnings.append(f"whitespace before the XML declaration ({len(match.group(2))} bytes) was ignored")
+        body = (match.group(1) or b"") + body[match.end() :]
 
     for prefix in podcast_prefixes:
         name = re.escape(prefix.encode("ascii"))

@@ -429,7 +429,7 @@ async def import_feed(
         podcast = await session.scalar(select(Podcast).where(Podcast.rss_feed_url == url))
         if podcast is None:
             tenant = await session.get_one(Tenant, tenant_id)
-            podcast = await create_podcast(session, tenant, actor, PodcastIn(name=url[:500], rss_feed_url=url))  # type: ignore[arg-type]
+            podcast = await create_podcast(session, tenant, actor, PodcastIn(name=url[:500], rss_feed_url=url))
             named_after_feed = True
         else:
             named_after_feed = False

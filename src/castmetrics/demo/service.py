@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -34,8 +34,9 @@ class DemoSummary:
 
 async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
     """Create the demo tenant (pro tier) with an owner and one user per default role, and three real
-    podcasts with their episodes, unless they exist; safe to run any number of times. Only the slug lookup uses the owner (it crosses
-    tenants); everything else runs as the runtime role acting for the demo tenant."""
+    podcasts with their episodes, unless they exist; safe to run any number of times. Only the slug
+    lookup uses the owner (it crosses tenants); everything else runs as the runtime role acting for
+    the demo tenant."""
     async with owner.transaction() as session:
         existing = await session.scalar(select(Tenant.id).where(Tenant.slug == DEMO_SLUG))
     tenant_id = existing or uuid.uuid4()
