@@ -24,6 +24,7 @@ from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
 from castmetrics.preferences import router as preferences_router
 from castmetrics.tenancy import router as tenancy_router
+from castmetrics.web import router as web_router
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,7 @@ def create_app(
     problems.install(app)
     openapi.install(app)
     app.include_router(health.router)
+    app.include_router(web_router.router)
     app.include_router(identity_router.auth_router)
     app.include_router(identity_router.router)
     app.include_router(tenancy_router.router)

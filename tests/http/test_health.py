@@ -79,3 +79,8 @@ async def test_log_lines_are_json_with_request_and_tenant_ids(client: httpx.Asyn
     assert access[-1]["request_id"] == "trace-me-0001"
     assert "tenant_id" in access[-1]
     assert access[-1]["status"] == 200 and access[-1]["route"] == "/healthz"
+
+
+async def test_root_leads_to_the_api_docs(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 307 and response.headers["location"] == "/docs"

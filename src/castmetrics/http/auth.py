@@ -32,6 +32,7 @@ bearer_scheme = HTTPBearer(
 # (method, path template) of every route that needs no credentials.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
+        ("GET", "/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
