@@ -23,6 +23,7 @@ from castmetrics.identity import router as identity_router
 from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
 from castmetrics.preferences import router as preferences_router
+from castmetrics.sponsorship import router as sponsorship_router
 from castmetrics.tenancy import router as tenancy_router
 from castmetrics.web import router as web_router
 
@@ -95,6 +96,7 @@ def create_app(
     app.include_router(flags_router.router)
     app.include_router(platform_router.router)
     app.include_router(preferences_router.router)
+    app.include_router(sponsorship_router.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, db_of=lambda: app.state.db)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -73,3 +73,12 @@ async def test_user_metrics_count_logins_and_calls(make_team, client: httpx.Asyn
     today = metrics["items"][-1]
     assert today["logins"] == 1 and today["api_calls"] >= 3
     assert all(day["logins"] == 0 for day in metrics["items"][:-1])
+
+
+async def test_extreme_dates_are_422_not_500(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    for params in ({"to": "9999-12-31"}, {"from": "0001-01-01T00:00:00+14:00"}, {"to": "2026-02-30"}):
+        response = await client.get("/v1/audit-log", params=params, headers=team.auth("owner"))
+        assert response.status_code in (200, 422), params
+    overflow = await client.get("/v1/audit-log", params={"to": "9999-12-31"}, headers=team.auth("owner"))
+    assert overflow.status_code == 422 and overflow.headers["content-type"] == "application/problem+json"

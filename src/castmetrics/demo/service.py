@@ -15,6 +15,7 @@ from castmetrics.db.session import Database
 from castmetrics.identity import service as identity
 from castmetrics.identity.models import User
 from castmetrics.identity.permissions import DEFAULT_ROLES
+from castmetrics.sponsorship import service as sponsorship
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
@@ -62,4 +63,5 @@ async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSu
             logins.append((role, email, DEMO_PASSWORD))
         for feed in sorted(FEEDS_DIR.glob("*.xml")):
             await catalog.seed_from_document(session, tenant, DEMO_ACTOR, feed.read_bytes())
+        await sponsorship.seed_demo(session, tenant, DEMO_ACTOR)
     return DemoSummary(tenant=tenant, created=existing is None, logins=logins)

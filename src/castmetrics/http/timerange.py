@@ -18,7 +18,7 @@ def parse_bound(value: str | None, *, name: str, end: bool, tz: ZoneInfo | None 
             day = date.fromisoformat(value)
             return datetime.combine(day + timedelta(days=1) if end else day, time.min, tzinfo=zone)
         moment = datetime.fromisoformat(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise Invalid(f"{name} must be a date (2026-11-24) or a datetime with a zone", parameter=name) from exc
     if moment.tzinfo is None:
         raise Invalid(f"{name} needs a time zone (such as Z or +01:00)", parameter=name)

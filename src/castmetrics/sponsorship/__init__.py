@@ -1,0 +1,1 @@
+"""Sponsorship: sponsors, campaigns and their stage machine, IO bookings (insertion orders)."""

@@ -1,0 +1,686 @@
+"""Sponsors, campaigns and their stage machine, IO bookings with the inventory check; the demo's deals."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from castmetrics.audit import service as audit
+from castmetrics.audit.service import Actor
+from castmetrics.catalog import service as catalog
+from castmetrics.catalog.models import Episode, Podcast
+from castmetrics.db.pagination import keyset_page
+from castmetrics.errors import Conflict, Invalid, NotFound
+from castmetrics.outbox import service as outbox
+from castmetrics.sponsorship.models import Booking, Campaign, CampaignStageChange, Sponsor
+from castmetrics.sponsorship.schemas import (
+    BookingIn,
+    BookingUpdate,
+    BookingWarning,
+    CampaignEpisodeOut,
+    CampaignIn,
+    CampaignUpdate,
+    SponsorIn,
+    SponsorUpdate,
+    Stage,
+)
+from castmetrics.tenancy.models import Tenant
+
+SPONSOR_FIELDS = ("name", "website_url", "logo_url")
+CAMPAIGN_FIELDS = ("name", "sponsor_id", "description", "start_date", "end_date")
+BOOKING_FIELDS = (
+    "podcast_id", "episode_id", "placement", "ad_format", "pricing_model", "rate_minor", "currency",
+    "booked_impressions", "flight_start", "flight_end", "status", "promo_code", "vanity_url", "make_good_of",
+)  # fmt: skip
+# Fields a booking always has: a PATCH may change them, never clear them.
+BOOKING_REQUIRED = (
+    "podcast_id", "placement", "pricing_model", "rate_minor", "currency", "booked_impressions", "flight_start",
+    "flight_end", "status",
+)  # fmt: skip
+
+# The campaign stage machine: where each stage may go. Completed and cancelled are final.
+STAGES = ("draft", "active", "paused", "completed", "cancelled")
+TRANSITIONS: dict[str, tuple[Stage, ...]] = {
+    "draft": ("active", "cancelled"),
+    "active": ("paused", "completed", "cancelled"),
+    "paused": ("active", "completed", "cancelled"),
+    "completed": (),
+    "cancelled": (),
+}
+# A booking that is cancelled, or whose campaign is, holds no inventory and no longer runs.
+CANCELLED = "cancelled"
+# Bookings in these states never ran: deleting them loses nothing (others are cancelled instead).
+DELETABLE_BOOKING_STATUSES = ("pending", "cancelled")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _snapshot(entity: Any, fields: Sequence[str]) -> dict[str, Any]:
+    return {f: _jsonable(getattr(entity, f)) for f in fields}
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if v is not None and k.endswith("_url") else v) for k, v in data.items()}
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- sponsors ------------------------------------------------------------------------------------
+
+
+async def create_sponsor(session: AsyncSession, tenant: Tenant, actor: Actor, data: SponsorIn) -> Sponsor:
+    sponsor = Sponsor(tenant_id=tenant.id, id=uuid.uuid4(), **_plain(data.model_dump()))
+    session.add(sponsor)
+    await session.flush()
+    await session.refresh(sponsor)
+    await audit.record(
+        session, tenant_id=tenant.id, actor=actor, action="create", entity_type="sponsor", entity_id=sponsor.id,
+        after=_snapshot(sponsor, SPONSOR_FIELDS),
+    )  # fmt: skip
+    return sponsor
+
+
+async def get_sponsor(session: AsyncSession, sponsor_id: uuid.UUID) -> Sponsor:
+    sponsor = await session.scalar(select(Sponsor).where(Sponsor.id == sponsor_id))
+    if sponsor is None:
+        raise NotFound("no such sponsor")
+    return sponsor
+
+
+async def list_sponsors(
+    session: AsyncSession, *, limit: int, cursor: str | None, q: str | None = None
+) -> tuple[Sequence[Sponsor], str | None]:
+    statement = select(Sponsor)
+    if q:
+        statement = statement.where(Sponsor.name.ilike(f"%{_escape_like(q)}%", escape="\\"))
+    return await keyset_page(
+        session, statement, moment=Sponsor.created_at, ident=Sponsor.id, limit=limit, cursor=cursor
+    )
+
+
+async def update_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor, data: SponsorUpdate) -> Sponsor:
+    before = _snapshot(sponsor, SPONSOR_FIELDS)
+    changes = _plain(data.model_dump(exclude_unset=True))
+    if "name" in changes and changes["name"] is None:
+        raise Invalid("name cannot be null", field="name")
+    for field, value in changes.items():
+        setattr(sponsor, field, value)
+    await session.flush()
+    await session.refresh(sponsor)
+    await audit.record(
+        session, tenant_id=sponsor.tenant_id, actor=actor, action="update", entity_type="sponsor",
+        entity_id=sponsor.id, before=before, after=_snapshot(sponsor, SPONSOR_FIELDS),
+    )  # fmt: skip
+    return sponsor
+
+
+async def delete_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor) -> None:
+    """Delete a sponsor that has no campaigns (409 otherwise: its campaigns would lose their sponsor,
+    and attribution groups touchpoints by sponsor)."""
+    campaigns = await session.scalar(select(func.count()).where(Campaign.sponsor_id == sponsor.id))
+    if campaigns:
+        raise Conflict(
+            f"the sponsor has {campaigns} campaign(s): delete them or move them to another sponsor first",
+            campaigns=campaigns,
+        )
+    await session.delete(sponsor)
+    await session.flush()
+    await audit.record(
+        session, tenant_id=sponsor.tenant_id, actor=actor, action="delete", entity_type="sponsor",
+        entity_id=sponsor.id, before={"name": sponsor.name},
+    )  # fmt: skip
+
+
+# --- campaigns -----------------------------------------------------------------------------------
+
+
+def next_stages(stage: str) -> list[Stage]:
+    return list(TRANSITIONS[stage])
+
+
+async def _record_stage(
+    session: AsyncSession, campaign: Campaign, actor: Actor, from_stage: str | None, reason: str | None
+) -> CampaignStageChange:
+    """The history row of the stage the campaign just entered, at its ``stage_changed_at``."""
+    change = CampaignStageChange(
+        tenant_id=campaign.tenant_id, id=uuid.uuid4(), campaign_id=campaign.id, from_stage=from_stage,
+        to_stage=campaign.stage, reason=reason, actor_type=actor.type, actor_id=actor.id,
+        changed_at=campaign.stage_changed_at,
+    )  # fmt: skip
+    session.add(change)
+    await session.flush()
+    await session.refresh(change)
+    return change
+
+
+async def create_campaign(session: AsyncSession, tenant: Tenant, actor: Actor, data: CampaignIn) -> Campaign:
+    """A campaign in ``draft``: its creation is the first row of its stage history, and
+    ``campaign.created`` goes out through the outbox with it."""
+    if data.sponsor_id is not None:
+        await get_sponsor(session, data.sponsor_id)
+    campaign = Campaign(tenant_id=tenant.id, id=uuid.uuid4(), stage="draft", **data.model_dump())
+    session.add(campaign)
+    await session.flush()
+    await session.refresh(campaign)
+    await _record_stage(session, campaign, actor, None, None)
+    await audit.record(
+        session, tenant_id=tenant.id, actor=actor, action="create", entity_type="campaign", entity_id=campaign.id,
+        after={**_snapshot(campaign, CAMPAIGN_FIELDS), "stage": campaign.stage},
+    )  # fmt: skip
+    await outbox.add_event(
+        session,
+        tenant_id=tenant.id,
+        event_type="campaign.created",
+        payload={
+            "campaign_id": str(campaign.id),
+            "name": campaign.name,
+            "sponsor_id": _jsonable(campaign.sponsor_id),
+            "stage": campaign.stage,
+        },
+    )
+    return campaign
+
+
+async def get_campaign(session: AsyncSession, campaign_id: uuid.UUID, *, for_update: bool = False) -> Campaign:
+    """One campaign; ``for_update`` locks its row until the transaction ends (stage changes)."""
+    statement = select(Campaign).where(Campaign.id == campaign_id)
+    if for_update:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    campaign = await session.scalar(statement)
+    if campaign is None:
+        raise NotFound("no such campaign")
+    return campaign
+
+
+def _live_bookings(campaign_id: Any) -> Select[Any]:
+    return select(Booking).where(Booking.campaign_id == campaign_id, Booking.status != CANCELLED)
+
+
+async def list_campaigns(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    stage: str | None = None,
+    sponsor_id: uuid.UUID | None = None,
+    podcast_id: uuid.UUID | None = None,
+    runs_from: date | None = None,
+    runs_to: date | None = None,
+) -> tuple[Sequence[Campaign], str | None]:
+    """The tenant's campaigns, newest first, narrowed by stage, sponsor, a podcast they have a live
+    booking on, and a range of days their period overlaps. The period runs from the campaign's
+    ``start_date`` to its ``end_date``; a missing one is taken from its live bookings (earliest flight
+    start, latest flight end), and one still missing leaves that side open. A campaign with neither
+    dates nor live bookings has no period and matches no range."""
+    statement: Select[Any] = select(Campaign)
+    if stage is not None:
+        statement = statement.where(Campaign.stage == stage)
+    if sponsor_id is not None:
+        statement = statement.where(Campaign.sponsor_id == sponsor_id)
+    if podcast_id is not None:
+        statement = statement.where(
+            _live_bookings(Campaign.id).where(Booking.podcast_id == podcast_id).with_only_columns(Booking.id).exists()
+        )
+    if runs_from is not None or runs_to is not None:
+        statement = statement.where(
+            or_(
+                Campaign.start_date.is_not(None),
+                Campaign.end_date.is_not(None),
+                _live_bookings(Campaign.id).with_only_columns(Booking.id).exists(),
+            )
+        )
+    if runs_to is not None:
+        first_flight = _live_bookings(Campaign.id).with_only_columns(func.min(Booking.flight_start)).scalar_subquery()
+        starts = func.coalesce(Campaign.start_date, first_flight)
+        statement = statement.where(or_(starts.is_(None), starts <= runs_to))
+    if runs_from is not None:
+        last_flight = _live_bookings(Campaign.id).with_only_columns(func.max(Booking.flight_end)).scalar_subquery()
+        ends = func.coalesce(Campaign.end_date, last_flight)
+        statement = statement.where(or_(ends.is_(None), ends >= runs_from))
+    return await keyset_page(
+        session, statement, moment=Campaign.created_at, ident=Campaign.id, limit=limit, cursor=cursor
+    )
+
+
+async def update_campaign(session: AsyncSession, actor: Actor, campaign: Campaign, data: CampaignUpdate) -> Campaign:
+    """Change name, sponsor, description or dates (never the stage). New dates must still hold every
+    live booking's flight (422 naming how many would fall outside)."""
+    before = _snapshot(campaign, CAMPAIGN_FIELDS)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise Invalid("name cannot be null", field="name")
+    if changes.get("sponsor_id") is not None:
+        await get_sponsor(session, changes["sponsor_id"])
+    start = changes.get("start_date", campaign.start_date)
+    end = changes.get("end_date", campaign.end_date)
+    if start is not None and end is not None and end < start:
+        raise Invalid("end_date is before start_date", field="end_date")
+    if "start_date" in changes or "end_date" in changes:
+        outside = [Booking.flight_start < start] if start is not None else []
+        outside += [Booking.flight_end > end] if end is not None else []
+        if outside:
+            count = await session.scalar(
+                _live_bookings(campaign.id).with_only_columns(func.count()).where(or_(*outside))
+            )
+            if count:
+                raise Invalid(
+                    f"{count} live booking(s) of this campaign fly outside these dates: move or cancel them first",
+                    field="start_date" if "start_date" in changes else "end_date",
+                    bookings_outside=count,
+                )
+    for field, value in changes.items():
+        setattr(campaign, field, value)
+    await session.flush()
+    await session.refresh(campaign)
+    await audit.record(
+        session, tenant_id=campaign.tenant_id, actor=actor, action="update", entity_type="campaign",
+        entity_id=campaign.id, before=before, after=_snapshot(campaign, CAMPAIGN_FIELDS),
+    )  # fmt: skip
+    return campaign
+
+
+async def delete_campaign(session: AsyncSession, actor: Actor, campaign: Campaign) -> None:
+    """Delete a draft campaign with its bookings and history. A campaign that went live is part of
+    the record (pacing, attribution, spend): it is cancelled or completed, never deleted (409)."""
+    if campaign.stage != "draft":
+        raise Conflict(
+            f"only a draft campaign can be deleted; this one is {campaign.stage}"
+            + (": cancel it instead" if TRANSITIONS[campaign.stage] else ""),
+            stage=campaign.stage,
+        )
+    await session.delete(campaign)
+    await session.flush()
+    await audit.record(
+        session, tenant_id=campaign.tenant_id, actor=actor, action="delete", entity_type="campaign",
+        entity_id=campaign.id, before={"name": campaign.name, "stage": campaign.stage},
+    )  # fmt: skip
+
+
+async def transition(
+    session: AsyncSession, actor: Actor, campaign: Campaign, stage: str, reason: str | None = None
+) -> Campaign:
+    """Move the campaign to ``stage`` along the stage machine (409 naming the allowed stages
+    otherwise), keeping the change in its history and announcing ``campaign.stage_changed`` in the
+    same transaction. Lock the campaign first (``get_campaign(..., for_update=True)``) so two
+    concurrent changes cannot both start from the same stage."""
+    current = campaign.stage
+    allowed = TRANSITIONS[current]
+    if stage not in allowed:
+        detail = (
+            f"a {current} campaign is final: its stage cannot change"
+            if not allowed
+            else f"a campaign cannot go from {current} to {stage}; from {current} it can go to {' or '.join(allowed)}"
+        )
+        raise Conflict(detail, reason="illegal_transition", from_stage=current, to_stage=stage, allowed=list(allowed))
+    reason = reason or None
+    campaign.stage = stage
+    changed_at: datetime = (await session.execute(select(func.clock_timestamp()))).scalar_one()
+    campaign.stage_changed_at = changed_at
+    await session.flush()
+    await session.refresh(campaign)
+    change = await _record_stage(session, campaign, actor, current, reason)
+    await audit.record(
+        session, tenant_id=campaign.tenant_id, actor=actor, action="transition", entity_type="campaign",
+        entity_id=campaign.id, before={"stage": current}, after={"stage": stage, "reason": reason},
+    )  # fmt: skip
+    await outbox.add_event(
+        session,
+        tenant_id=campaign.tenant_id,
+        event_type="campaign.stage_changed",
+        payload={
+            "campaign_id": str(campaign.id),
+            "sponsor_id": _jsonable(campaign.sponsor_id),
+            "from": current,
+            "to": stage,
+            "reason": reason,
+            "changed_at": change.changed_at.isoformat(),
+            "change_id": str(change.id),
+        },
+    )
+    return campaign
+
+
+async def stage_history(
+    session: AsyncSession, campaign_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[Sequence[CampaignStageChange], str | None]:
+    statement = select(CampaignStageChange).where(CampaignStageChange.campaign_id == campaign_id)
+    return await keyset_page(
+        session,
+        statement,
+        moment=CampaignStageChange.changed_at,
+        ident=CampaignStageChange.id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+# --- bookings ------------------------------------------------------------------------------------
+
+
+async def _check_inventory_target(session: AsyncSession, podcast_id: uuid.UUID, episode_id: uuid.UUID | None) -> None:
+    """The podcast (and episode) exist for this tenant (404 otherwise, as for any other tenant's), and
+    the episode is one of the podcast's (422)."""
+    await catalog.get_podcast(session, podcast_id)
+    if episode_id is not None:
+        episode = await catalog.get_episode(session, episode_id)
+        if episode.podcast_id != podcast_id:
+            raise Invalid("the episode belongs to another podcast than the one booked", field="episode_id")
+
+
+def _check_flight(campaign: Campaign, flight_start: date, flight_end: date) -> None:
+    if flight_end < flight_start:
+        raise Invalid("flight_end is before flight_start", field="flight_end")
+    if campaign.start_date is not None and flight_start < campaign.start_date:
+        raise Invalid(
+            f"the flight starts before the campaign does ({campaign.start_date.isoformat()})", field="flight_start"
+        )
+    if campaign.end_date is not None and flight_end > campaign.end_date:
+        raise Invalid(f"the flight ends after the campaign does ({campaign.end_date.isoformat()})", field="flight_end")
+
+
+async def _check_make_good(
+    session: AsyncSession, campaign: Campaign, make_good_of: uuid.UUID, booking_id: uuid.UUID | None = None
+) -> None:
+    """A make-good points at an original booking of the same campaign: not itself, not another
+    campaign's booking, not a make-good (one level, so make-goods never form a cycle)."""
+    if make_good_of == booking_id:
+        raise Invalid("a booking cannot make itself good", field="make_good_of")
+    original = await session.scalar(select(Booking).where(Booking.id == make_good_of))
+    if original is None:
+        raise NotFound("no such booking to make good")
+    if original.campaign_id != campaign.id:
+        raise Invalid("a make-good must point at a booking of the same campaign", field="make_good_of")
+    if original.make_good_of is not None:
+        raise Invalid("that booking is itself a make-good: point at the booking it makes good", field="make_good_of")
+    if booking_id is not None:
+        has_make_goods = await session.scalar(select(exists().where(Booking.make_good_of == booking_id)))
+        if has_make_goods:
+            raise Invalid("this booking has make-goods of its own, so it cannot be a make-good", field="make_good_of")
+
+
+async def create_booking(
+    session: AsyncSession, actor: Actor, campaign: Campaign, data: BookingIn
+) -> tuple[Booking, list[BookingWarning]]:
+    """An IO booking of the campaign, with the inventory warnings it raises (the same podcast
+    placement already booked over some of its days). A cancelled campaign takes no new bookings."""
+    if campaign.stage == CANCELLED:
+        raise Conflict("the campaign is cancelled: it takes no new bookings", stage=campaign.stage)
+    await _check_inventory_target(session, data.podcast_id, data.episode_id)
+    _check_flight(campaign, data.flight_start, data.flight_end)
+    if data.make_good_of is not None:
+        await _check_make_good(session, campaign, data.make_good_of)
+    booking = Booking(
+        tenant_id=campaign.tenant_id, id=uuid.uuid4(), campaign_id=campaign.id, **_plain(data.model_dump())
+    )
+    session.add(booking)
+    await session.flush()
+    await session.refresh(booking)
+    await audit.record(
+        session, tenant_id=booking.tenant_id, actor=actor, action="create", entity_type="booking",
+        entity_id=booking.id, after={"campaign_id": str(campaign.id), **_snapshot(booking, BOOKING_FIELDS)},
+    )  # fmt: skip
+    warnings = await inventory_warnings(session, [booking])
+    return booking, warnings.get(booking.id, [])
+
+
+async def get_booking(session: AsyncSession, campaign_id: uuid.UUID, booking_id: uuid.UUID) -> Booking:
+    booking = await session.scalar(select(Booking).where(Booking.id == booking_id, Booking.campaign_id == campaign_id))
+    if booking is None:
+        raise NotFound("no such booking in this campaign")
+    return booking
+
+
+async def list_bookings(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    podcast_id: uuid.UUID | None = None,
+) -> tuple[Sequence[Booking], str | None]:
+    statement: Select[Any] = select(Booking).where(Booking.campaign_id == campaign_id)
+    if status is not None:
+        statement = statement.where(Booking.status == status)
+    if podcast_id is not None:
+        statement = statement.where(Booking.podcast_id == podcast_id)
+    return await keyset_page(
+        session, statement, moment=Booking.created_at, ident=Booking.id, limit=limit, cursor=cursor
+    )
+
+
+async def update_booking(
+    session: AsyncSession, actor: Actor, campaign: Campaign, booking: Booking, data: BookingUpdate
+) -> tuple[Booking, list[BookingWarning]]:
+    """Change any of the booking's fields; the result is checked as a whole, as on creation."""
+    before = _snapshot(booking, BOOKING_FIELDS)
+    changes = _plain(data.model_dump(exclude_unset=True))
+    for field in BOOKING_REQUIRED:
+        if field in changes and changes[field] is None:
+            raise Invalid(f"{field} cannot be null", field=field)
+    merged = {**{f: getattr(booking, f) for f in BOOKING_FIELDS}, **changes}
+    if "podcast_id" in changes or "episode_id" in changes:
+        await _check_inventory_target(session, merged["podcast_id"], merged["episode_id"])
+    if merged["status"] != CANCELLED:
+        _check_flight(campaign, merged["flight_start"], merged["flight_end"])
+    elif merged["flight_end"] < merged["flight_start"]:
+        raise Invalid("flight_end is before flight_start", field="flight_end")
+    if changes.get("make_good_of") is not None:
+        await _check_make_good(session, campaign, changes["make_good_of"], booking.id)
+    for field, value in changes.items():
+        setattr(booking, field, value)
+    await session.flush()
+    await session.refresh(booking)
+    await audit.record(
+        session, tenant_id=booking.tenant_id, actor=actor, action="update", entity_type="booking",
+        entity_id=booking.id, before=before, after=_snapshot(booking, BOOKING_FIELDS),
+    )  # fmt: skip
+    warnings = await inventory_warnings(session, [booking])
+    return booking, warnings.get(booking.id, [])
+
+
+async def delete_booking(session: AsyncSession, actor: Actor, booking: Booking) -> None:
+    """Delete a booking that never ran (pending or cancelled); one that is confirmed, delivering or
+    delivered is cancelled instead (409). Its make-goods stay, as bookings of their own."""
+    if booking.status not in DELETABLE_BOOKING_STATUSES:
+        raise Conflict(
+            f"a {booking.status} booking cannot be deleted: set its status to cancelled instead",
+            booking_status=booking.status,
+        )
+    await session.delete(booking)
+    await session.flush()
+    await audit.record(
+        session, tenant_id=booking.tenant_id, actor=actor, action="delete", entity_type="booking",
+        entity_id=booking.id, before=_snapshot(booking, BOOKING_FIELDS),
+    )  # fmt: skip
+
+
+async def inventory_warnings(
+    session: AsyncSession, bookings: Sequence[Booking]
+) -> dict[uuid.UUID, list[BookingWarning]]:
+    """For each live booking, the other live bookings (any campaign) of the same podcast and
+    placement whose flights share at least one day with it. Two bookings of different named episodes
+    do not compete; a booking on the whole podcast competes with every one. One query for the lot."""
+    live = [b.id for b in bookings if b.status != CANCELLED]
+    if not live:
+        return {}
+    other = aliased(Booking)
+    own_campaign = aliased(Campaign)
+    other_campaign = aliased(Campaign)
+    overlap_start = func.greatest(Booking.flight_start, other.flight_start)
+    overlap_end = func.least(Booking.flight_end, other.flight_end)
+    statement = (
+        select(Booking.id, Booking.placement, other.id, other.campaign_id, overlap_start, overlap_end)
+        .join(own_campaign, and_(own_campaign.tenant_id == Booking.tenant_id, own_campaign.id == Booking.campaign_id))
+        .join(
+            other,
+            and_(
+                other.tenant_id == Booking.tenant_id,
+                other.podcast_id == Booking.podcast_id,
+                other.placement == Booking.placement,
+                other.id != Booking.id,
+                other.status != CANCELLED,
+                other.flight_start <= Booking.flight_end,
+                other.flight_end >= Booking.flight_start,
+                or_(Booking.episode_id.is_(None), other.episode_id.is_(None), other.episode_id == Booking.episode_id),
+            ),
+        )
+        .join(
+            other_campaign,
+            and_(other_campaign.tenant_id == other.tenant_id, other_campaign.id == other.campaign_id),
+        )
+        .where(Booking.id.in_(live), own_campaign.stage != CANCELLED, other_campaign.stage != CANCELLED)
+        .order_by(Booking.id, overlap_start, other.id)
+    )
+    found: dict[uuid.UUID, list[BookingWarning]] = {}
+    for booking_id, placement, other_id, other_campaign_id, start, end in await session.execute(statement):
+        found.setdefault(booking_id, []).append(
+            BookingWarning(
+                code="inventory_overlap",
+                detail=f"this podcast's {placement} is also booked from {start.isoformat()} to "
+                f"{end.isoformat()} by booking {other_id}",
+                booking_id=other_id,
+                campaign_id=other_campaign_id,
+                overlap_start=start,
+                overlap_end=end,
+            )
+        )
+    return found
+
+
+async def campaign_episodes(
+    session: AsyncSession, campaign_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[CampaignEpisodeOut], str | None]:
+    """Where the campaign runs: each live booking as the seed's ``campaign_episodes`` row, with the
+    podcast's name and the episode's title (null for a booking on the whole podcast)."""
+    bookings, next_cursor = await keyset_page(
+        session, _live_bookings(campaign_id), moment=Booking.created_at, ident=Booking.id, limit=limit, cursor=cursor
+    )
+    if not bookings:
+        return [], next_cursor
+    # Names for the page in one read of the catalog's tables (set-based, rather than one call each).
+    podcast_ids = {b.podcast_id for b in bookings}
+    podcast_names: dict[uuid.UUID, str] = {
+        podcast_id: name
+        for podcast_id, name in await session.execute(
+            select(Podcast.id, Podcast.name).where(Podcast.id.in_(podcast_ids))
+        )
+    }
+    episode_ids = {b.episode_id for b in bookings if b.episode_id is not None}
+    episode_titles: dict[uuid.UUID, str] = {}
+    if episode_ids:
+        episode_titles = {
+            episode_id: title
+            for episode_id, title in await session.execute(
+                select(Episode.id, Episode.title).where(Episode.id.in_(episode_ids))
+            )
+        }
+    items = [
+        CampaignEpisodeOut(
+            booking_id=b.id,
+            podcast_id=b.podcast_id,
+            podcast_name=podcast_names.get(b.podcast_id, ""),
+            episode_id=b.episode_id,
+            episode_title=episode_titles.get(b.episode_id) if b.episode_id else None,
+            placement=b.placement,
+            flight_start=b.flight_start,
+            flight_end=b.flight_end,
+            status=b.status,
+        )
+        for b in bookings
+    ]
+    return items, next_cursor
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+async def seed_demo(session: AsyncSession, tenant: Tenant, actor: Actor) -> None:
+    """The demo network's sponsorship book: sponsors, a campaign in every stage with the history that
+    led there, and bookings across its podcasts — through the same services the API uses. Skipped
+    when the tenant already has sponsors, so seeding twice changes nothing."""
+    if await session.scalar(select(exists().where(Sponsor.tenant_id == tenant.id))):
+        return
+    podcasts = list((await session.scalars(select(Podcast).order_by(Podcast.name))).all())
+    if not podcasts:
+        return
+    today = datetime.now(UTC).date()
+    sponsors = [
+        await create_sponsor(session, tenant, actor, SponsorIn.model_validate(values))
+        for values in (
+            {"name": "Brightline Mattresses", "website_url": "https://brightline.example.com"},
+            {"name": "Quillstack Notes", "website_url": "https://quillstack.example.com"},
+            {
+                "name": "Northwind Coffee",
+                "website_url": "https://northwind.example.com",
+                "logo_url": "https://northwind.example.com/logo.png",
+            },
+        )  # fmt: skip
+    ]
+    # (name, sponsor, days from today to start and end, the stages it went through, with reasons)
+    plans: list[tuple[str, Sponsor | None, int, int, list[tuple[str, str | None]]]] = [
+        ("Spring launch (draft)", sponsors[0], 30, 90, []),
+        ("Always-on host reads", sponsors[1], -20, 40, [("active", "IO signed")]),
+        ("Holiday push", sponsors[0], -30, 30, [("active", "IO signed"), ("paused", "creative under review")]),
+        ("Back to school", sponsors[2], -120, -30, [("active", None), ("completed", "flight delivered")]),
+        ("Podcast pilot", None, -60, 0, [("active", None), ("paused", "budget hold"), ("cancelled", "budget cut")]),
+    ]
+    episodes_by_podcast: dict[uuid.UUID, list[Episode]] = {}
+    for podcast in podcasts:
+        episodes_by_podcast[podcast.id] = list(
+            (await session.scalars(select(Episode).where(Episode.podcast_id == podcast.id).order_by(Episode.id))).all()
+        )
+    for n, (name, sponsor, start_in, end_in, stages) in enumerate(plans):
+        start, end = today + timedelta(days=start_in), today + timedelta(days=end_in)
+        campaign = await create_campaign(
+            session, tenant, actor,
+            CampaignIn(name=name, sponsor_id=sponsor.id if sponsor else None, start_date=start, end_date=end,
+                       description=f"Demo campaign {n + 1}."),
+        )  # fmt: skip
+        first: Booking | None = None
+        for k, podcast in enumerate(podcasts):
+            episodes = episodes_by_podcast[podcast.id]
+            booking, _ = await create_booking(
+                session, actor, campaign,
+                BookingIn.model_validate({
+                    "podcast_id": podcast.id,
+                    "episode_id": episodes[k % len(episodes)].id if episodes and k % 2 else None,
+                    "placement": ("pre_roll", "mid_roll", "post_roll")[(n + k) % 3],
+                    "ad_format": ("host_read", "pre_recorded", "programmatic")[k % 3],
+                    "pricing_model": "cpm" if k % 2 == 0 else "flat",
+                    "rate_minor": 2500 if k % 2 == 0 else 150_000,
+                    "currency": "USD",
+                    "booked_impressions": 50_000 * (k + 1),
+                    "flight_start": start,
+                    "flight_end": end,
+                    "status": "confirmed" if stages else "pending",
+                    "promo_code": f"DEMO{n + 1}{k + 1}",
+                    "vanity_url": f"https://example.com/demo{n + 1}",
+                }),
+            )  # fmt: skip
+            first = first or booking
+        if name == "Back to school" and first is not None:  # under-delivered: a make-good after the flight
+            await create_booking(
+                session, actor, campaign,
+                BookingIn(
+                    podcast_id=first.podcast_id, placement="post_roll", ad_format="host_read", pricing_model="flat",
+                    rate_minor=0, currency="USD", booked_impressions=10_000, flight_start=end - timedelta(days=7),
+                    flight_end=end, status="delivered", make_good_of=first.id,
+                ),
+            )  # fmt: skip
+        for stage, reason in stages:
+            await transition(session, actor, campaign, stage, reason)
