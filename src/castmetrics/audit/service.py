@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import structlog
@@ -29,6 +29,20 @@ class Actor:
     @classmethod
     def system(cls, name: str) -> Actor:
         return cls("system", name)
+
+
+def jsonable(value: Any) -> Any:
+    """A value as the audit log stores it: dates and times in ISO 8601, UUIDs as strings."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def snapshot(entity: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """The audited fields of an entity, ready for ``record(before=…, after=…)``."""
+    return {field: jsonable(getattr(entity, field)) for field in fields}
 
 
 def summarize_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from castmetrics.catalog.models import Episode, Podcast, PodcastFeed, PodcastSyn
 from castmetrics.catalog.schemas import EpisodeIn, EpisodeUpdate, PodcastIn, PodcastUpdate, SyncReport
 from castmetrics.config import Settings
 from castmetrics.db.pagination import keyset_page
+from castmetrics.db.search import contains
 from castmetrics.db.session import Database
 from castmetrics.errors import Invalid, NotFound
 from castmetrics.outbox import service as outbox
@@ -86,14 +87,10 @@ async def list_podcasts(
 ) -> tuple[Sequence[Podcast], str | None]:
     statement = select(Podcast)
     if q:
-        statement = statement.where(Podcast.name.ilike(f"%{_escape_like(q)}%", escape="\\"))
+        statement = statement.where(contains(Podcast.name, q))
     return await keyset_page(
         session, statement, moment=Podcast.created_at, ident=Podcast.id, limit=limit, cursor=cursor
     )
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def update_podcast(session: AsyncSession, actor: Actor, podcast: Podcast, data: PodcastUpdate) -> Podcast:
@@ -137,14 +134,10 @@ async def create_episode(session: AsyncSession, actor: Actor, podcast: Podcast, 
     await session.refresh(episode)
     await audit.record(
         session, tenant_id=podcast.tenant_id, actor=actor, action="create", entity_type="episode",
-        entity_id=episode.id, after={f: _jsonable(getattr(episode, f)) for f in EPISODE_FIELDS},
+        entity_id=episode.id, after=audit.snapshot(episode, EPISODE_FIELDS),
     )  # fmt: skip
     await _episode_published(session, episode)
     return episode
-
-
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 async def _episode_published(session: AsyncSession, episode: Episode) -> None:
@@ -176,7 +169,7 @@ async def list_episodes(
     """A podcast's episodes, newest first, filtered by title and publication time."""
     statement: Select[Any] = select(Episode).where(Episode.podcast_id == podcast_id)
     if q:
-        statement = statement.where(Episode.title.ilike(f"%{_escape_like(q)}%", escape="\\"))
+        statement = statement.where(contains(Episode.title, q))
     if published_from is not None:
         statement = statement.where(Episode.published_at >= published_from)
     if published_to is not None:
@@ -187,7 +180,7 @@ async def list_episodes(
 
 
 async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, data: EpisodeUpdate) -> Episode:
-    before = {f: _jsonable(getattr(episode, f)) for f in EPISODE_FIELDS}
+    before = audit.snapshot(episode, EPISODE_FIELDS)
     changes = _plain(data.model_dump(exclude_unset=True))
     if "title" in changes and changes["title"] is None:
         raise Invalid("title cannot be null", field="title")
@@ -197,7 +190,7 @@ async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, 
     await session.refresh(episode)
     await audit.record(
         session, tenant_id=episode.tenant_id, actor=actor, action="update", entity_type="episode",
-        entity_id=episode.id, before=before, after={f: _jsonable(getattr(episode, f)) for f in EPISODE_FIELDS},
+        entity_id=episode.id, before=before, after=audit.snapshot(episode, EPISODE_FIELDS),
     )  # fmt: skip
     return episode
 

@@ -16,6 +16,7 @@ from castmetrics.audit.service import Actor
 from castmetrics.catalog import service as catalog
 from castmetrics.catalog.models import Episode, Podcast
 from castmetrics.db.pagination import keyset_page
+from castmetrics.db.search import contains
 from castmetrics.errors import Conflict, Invalid, NotFound
 from castmetrics.outbox import service as outbox
 from castmetrics.sponsorship.models import Booking, Campaign, CampaignStageChange, Sponsor
@@ -59,24 +60,8 @@ CANCELLED = "cancelled"
 DELETABLE_BOOKING_STATUSES = ("pending", "cancelled")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _snapshot(entity: Any, fields: Sequence[str]) -> dict[str, Any]:
-    return {f: _jsonable(getattr(entity, f)) for f in fields}
-
-
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if v is not None and k.endswith("_url") else v) for k, v in data.items()}
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # --- sponsors ------------------------------------------------------------------------------------
@@ -89,7 +74,7 @@ async def create_sponsor(session: AsyncSession, tenant: Tenant, actor: Actor, da
     await session.refresh(sponsor)
     await audit.record(
         session, tenant_id=tenant.id, actor=actor, action="create", entity_type="sponsor", entity_id=sponsor.id,
-        after=_snapshot(sponsor, SPONSOR_FIELDS),
+        after=audit.snapshot(sponsor, SPONSOR_FIELDS),
     )  # fmt: skip
     return sponsor
 
@@ -106,14 +91,14 @@ async def list_sponsors(
 ) -> tuple[Sequence[Sponsor], str | None]:
     statement = select(Sponsor)
     if q:
-        statement = statement.where(Sponsor.name.ilike(f"%{_escape_like(q)}%", escape="\\"))
+        statement = statement.where(contains(Sponsor.name, q))
     return await keyset_page(
         session, statement, moment=Sponsor.created_at, ident=Sponsor.id, limit=limit, cursor=cursor
     )
 
 
 async def update_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor, data: SponsorUpdate) -> Sponsor:
-    before = _snapshot(sponsor, SPONSOR_FIELDS)
+    before = audit.snapshot(sponsor, SPONSOR_FIELDS)
     changes = _plain(data.model_dump(exclude_unset=True))
     if "name" in changes and changes["name"] is None:
         raise Invalid("name cannot be null", field="name")
@@ -123,7 +108,7 @@ async def update_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor, 
     await session.refresh(sponsor)
     await audit.record(
         session, tenant_id=sponsor.tenant_id, actor=actor, action="update", entity_type="sponsor",
-        entity_id=sponsor.id, before=before, after=_snapshot(sponsor, SPONSOR_FIELDS),
+        entity_id=sponsor.id, before=before, after=audit.snapshot(sponsor, SPONSOR_FIELDS),
     )  # fmt: skip
     return sponsor
 
@@ -179,7 +164,7 @@ async def create_campaign(session: AsyncSession, tenant: Tenant, actor: Actor, d
     await _record_stage(session, campaign, actor, None, None)
     await audit.record(
         session, tenant_id=tenant.id, actor=actor, action="create", entity_type="campaign", entity_id=campaign.id,
-        after={**_snapshot(campaign, CAMPAIGN_FIELDS), "stage": campaign.stage},
+        after={**audit.snapshot(campaign, CAMPAIGN_FIELDS), "stage": campaign.stage},
     )  # fmt: skip
     await outbox.add_event(
         session,
@@ -188,7 +173,7 @@ async def create_campaign(session: AsyncSession, tenant: Tenant, actor: Actor, d
         payload={
             "campaign_id": str(campaign.id),
             "name": campaign.name,
-            "sponsor_id": _jsonable(campaign.sponsor_id),
+            "sponsor_id": audit.jsonable(campaign.sponsor_id),
             "stage": campaign.stage,
         },
     )
@@ -259,7 +244,7 @@ async def list_campaigns(
 async def update_campaign(session: AsyncSession, actor: Actor, campaign: Campaign, data: CampaignUpdate) -> Campaign:
     """Change name, sponsor, description or dates (never the stage). New dates must still hold every
     live booking's flight (422 naming how many would fall outside)."""
-    before = _snapshot(campaign, CAMPAIGN_FIELDS)
+    before = audit.snapshot(campaign, CAMPAIGN_FIELDS)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes and changes["name"] is None:
         raise Invalid("name cannot be null", field="name")
@@ -288,7 +273,7 @@ async def update_campaign(session: AsyncSession, actor: Actor, campaign: Campaig
     await session.refresh(campaign)
     await audit.record(
         session, tenant_id=campaign.tenant_id, actor=actor, action="update", entity_type="campaign",
-        entity_id=campaign.id, before=before, after=_snapshot(campaign, CAMPAIGN_FIELDS),
+        entity_id=campaign.id, before=before, after=audit.snapshot(campaign, CAMPAIGN_FIELDS),
     )  # fmt: skip
     return campaign
 
@@ -343,7 +328,7 @@ async def transition(
         event_type="campaign.stage_changed",
         payload={
             "campaign_id": str(campaign.id),
-            "sponsor_id": _jsonable(campaign.sponsor_id),
+            "sponsor_id": audit.jsonable(campaign.sponsor_id),
             "from": current,
             "to": stage,
             "reason": reason,
@@ -431,7 +416,7 @@ async def create_booking(
     await session.refresh(booking)
     await audit.record(
         session, tenant_id=booking.tenant_id, actor=actor, action="create", entity_type="booking",
-        entity_id=booking.id, after={"campaign_id": str(campaign.id), **_snapshot(booking, BOOKING_FIELDS)},
+        entity_id=booking.id, after={"campaign_id": str(campaign.id), **audit.snapshot(booking, BOOKING_FIELDS)},
     )  # fmt: skip
     warnings = await inventory_warnings(session, [booking])
     return booking, warnings.get(booking.id, [])
@@ -467,7 +452,7 @@ async def update_booking(
     session: AsyncSession, actor: Actor, campaign: Campaign, booking: Booking, data: BookingUpdate
 ) -> tuple[Booking, list[BookingWarning]]:
     """Change any of the booking's fields; the result is checked as a whole, as on creation."""
-    before = _snapshot(booking, BOOKING_FIELDS)
+    before = audit.snapshot(booking, BOOKING_FIELDS)
     changes = _plain(data.model_dump(exclude_unset=True))
     for field in BOOKING_REQUIRED:
         if field in changes and changes[field] is None:
@@ -487,7 +472,7 @@ async def update_booking(
     await session.refresh(booking)
     await audit.record(
         session, tenant_id=booking.tenant_id, actor=actor, action="update", entity_type="booking",
-        entity_id=booking.id, before=before, after=_snapshot(booking, BOOKING_FIELDS),
+        entity_id=booking.id, before=before, after=audit.snapshot(booking, BOOKING_FIELDS),
     )  # fmt: skip
     warnings = await inventory_warnings(session, [booking])
     return booking, warnings.get(booking.id, [])
@@ -505,7 +490,7 @@ async def delete_booking(session: AsyncSession, actor: Actor, booking: Booking) 
     await session.flush()
     await audit.record(
         session, tenant_id=booking.tenant_id, actor=actor, action="delete", entity_type="booking",
-        entity_id=booking.id, before=_snapshot(booking, BOOKING_FIELDS),
+        entity_id=booking.id, before=audit.snapshot(booking, BOOKING_FIELDS),
     )  # fmt: skip
 
 
