@@ -111,3 +111,10 @@ def test_bad_database_url_is_a_clear_error(settings: Settings) -> None:
     result = run_cli(settings, "migrate", env={"DATABASE_URL": "mysql://root@localhost/x"})
     assert result.returncode == 2
     assert "not a PostgreSQL URL" in result.stderr
+
+
+def test_production_refuses_the_development_secret(settings: Settings) -> None:
+    result = run_cli(
+        settings, "migrate", env={"CASTMETRICS_ENVIRONMENT": "production", "CASTMETRICS_SECRET_KEY": "short"}
+    )
+    assert result.returncode == 2 and "CASTMETRICS_SECRET_KEY" in result.stderr

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from castmetrics import __version__
 from castmetrics.audit import router as audit_router
 from castmetrics.catalog import router as catalog_router
-from castmetrics.config import Settings, get_settings
+from castmetrics.config import Settings, check_production_safety, get_settings
 from castmetrics.db import roles
 from castmetrics.db.session import Database
 from castmetrics.flags import router as flags_router
@@ -45,6 +45,7 @@ def create_app(
     runtime role of ``settings``. ``admin_database`` (default: a small pool on the owner's
     ``DATABASE_URL``, if set) serves the platform admin routes, the only ones that see across tenants."""
     settings = settings or get_settings()
+    check_production_safety(settings)
     db = database or Database(
         _runtime_url(settings),
         pool_size=settings.db_pool_size,

@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from castmetrics.audit.service import Actor
-from castmetrics.config import Settings
+from castmetrics.config import InsecureSettings, Settings, check_production_safety
 from castmetrics.db import migrate as migrations
 from castmetrics.db import roles, urls
 from castmetrics.db.embedded import EmbeddedPostgres
@@ -53,6 +53,10 @@ def _settings(data_dir: Path | None = None) -> Settings:
         _fail(f"invalid configuration: {exc}", code=2)
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
+    try:
+        check_production_safety(settings)
+    except InsecureSettings as exc:
+        _fail(str(exc), code=2)
     configure_logging(settings.log_level, settings.log_json)
     return settings
 

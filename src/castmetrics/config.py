@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     embedded_database: str = "castmetrics"
 
     environment: str = "development"
-    secret_key: SecretStr = SecretStr("dev-insecure-change-me")
+    secret_key: SecretStr = SecretStr("dev-insecure-change-me")  # refused outside development
     public_url: str = "http://127.0.0.1:8000"
 
     log_level: str = "INFO"
@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500
+
+
+DEV_SECRET_KEY = "dev-insecure-change-me"
+
+
+class InsecureSettings(ValueError):
+    """Settings that must not reach production."""
+
+
+def check_production_safety(settings: Settings) -> None:
+    """Outside development the secret key must be set and long: it signs every token and derives the
+    runtime role's password."""
+    key = settings.secret_key.get_secret_value()
+    if settings.environment != "development" and (key == DEV_SECRET_KEY or len(key) < 32):
+        raise InsecureSettings(
+            "CASTMETRICS_SECRET_KEY must be set to a random value of at least 32 characters "
+            f"when CASTMETRICS_ENVIRONMENT is {settings.environment!r}"
+        )
 
 
 @lru_cache(maxsize=1)

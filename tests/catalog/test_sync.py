@@ -112,6 +112,8 @@ async def test_episode_fields_prefix_and_tracked_feed(
             assert episode["prefix_url"] == f"https://cm.example/p/{team.slug}/{rest}"
     tracked = await feed_client.get(f"/feeds/{podcast_id}.xml")
     assert tracked.status_code == 200 and tracked.headers["content-type"].startswith("application/rss+xml")
+    assert "sandbox" in tracked.headers["content-security-policy"]  # tenant markup never runs on our origin
+    assert tracked.headers["x-content-type-options"] == "nosniff"
     parsed = rss.parse_feed(tracked.content)
     assert len(parsed.episodes) == len(episodes)
     assert all(e.audio_url.startswith(f"https://cm.example/p/{team.slug}/") for e in parsed.episodes if e.audio_url)
@@ -211,3 +213,13 @@ async def test_scheduled_sync_picks_due_podcasts(
     history = (await feed_client.get(f"/v1/podcasts/{podcast_id}/syncs", headers=team.auth("owner"))).json()["items"]
     assert [(s["trigger"], s["outcome"]) for s in history] == [("schedule", "ok")]
     assert await sync_due(db, fetch_settings) == 0  # next one after the interval (60 minutes)
+
+
+async def test_concurrent_creates_cannot_pass_the_quota(client: httpx.AsyncClient, make_team) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    team: Team = await make_team(tier="free")
+    responses = await asyncio.gather(
+        *(client.post("/v1/podcasts", json={"name": f"Race {n}"}, headers=team.auth("owner")) for n in range(5))
+    )
+    assert sorted(r.status_code for r in responses) == [201, 201, 201, 402, 402]

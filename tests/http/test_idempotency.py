@@ -14,7 +14,7 @@ async def test_repeat_replays_the_first_answer(make_team, client: httpx.AsyncCli
     first = await client.post("/v1/api-keys", json=body, headers=headers)
     second = await client.post("/v1/api-keys", json=body, headers=headers)
     assert first.status_code == second.status_code == 201
-    assert second.json() == first.json()  # the same id and, once more, the same key
+    assert second.json() == {**first.json(), "key": None}  # the same key record; the secret is never stored
     assert second.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
     keys = (await client.get("/v1/api-keys", headers=team.auth("owner"))).json()["items"]
     assert len(keys) == 1
@@ -45,3 +45,19 @@ async def test_keys_are_per_tenant(make_team, client: httpx.AsyncClient) -> None
     ra = await client.post("/v1/roles", json=body, headers={**a.auth("owner"), "Idempotency-Key": "same"})
     rb = await client.post("/v1/roles", json=body, headers={**b.auth("owner"), "Idempotency-Key": "same"})
     assert ra.status_code == rb.status_code == 201 and ra.json()["id"] != rb.json()["id"]
+
+
+async def test_keys_belong_to_one_user_and_secrets_are_not_stored(make_team, client: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    team: Team = await make_team()
+    body = {"name": "ci", "scopes": ["admin"]}
+    mine = await client.post("/v1/api-keys", json=body, headers={**team.auth("owner"), "Idempotency-Key": "k"})
+    theirs = await client.post("/v1/api-keys", json=body, headers={**team.auth("admin"), "Idempotency-Key": "k"})
+    assert mine.status_code == theirs.status_code == 201
+    assert theirs.json()["id"] != mine.json()["id"] and theirs.json()["key"] != mine.json()["key"]
+    replay = await client.post("/v1/api-keys", json=body, headers={**team.auth("owner"), "Idempotency-Key": "k"})
+    assert replay.json()["id"] == mine.json()["id"] and replay.json()["key"] is None
+    async with db.tenant_transaction(team.tenant_id) as session:
+        stored = (await session.execute(text("SELECT response::text FROM idempotency_keys"))).scalars().all()
+    assert stored and not any(mine.json()["key"] in s or theirs.json()["key"] in s for s in stored)

@@ -171,3 +171,26 @@ async def test_another_tenants_resources_answer_404(make_team, client: httpx.Asy
     # and it is untouched for its own tenant
     still = await client.get(f"/v1/{kind}/{target}", headers=theirs.auth("owner"))
     assert still.status_code == 200 and still.json()["name"] != "hijack"
+
+
+async def test_admin_cannot_deactivate_an_owner(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    roles = (await client.get("/v1/roles", headers=team.auth("owner"))).json()["items"]
+    owner_role = next(r["id"] for r in roles if r["name"] == "owner")
+    await client.put(
+        f"/v1/users/{team.user_ids['viewer']}/roles", json={"role_ids": [owner_role]}, headers=team.auth("owner")
+    )
+    refused = await client.delete(f"/v1/users/{team.user_ids['owner']}", headers=team.auth("admin"))
+    assert refused.status_code == 403 and refused.json()["reason"] == "permission_escalation"
+    assert (await client.delete(f"/v1/users/{team.user_ids['sales']}", headers=team.auth("admin"))).status_code == 204
+
+
+async def test_ingest_key_cannot_change_settings(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    key = (
+        await client.post("/v1/api-keys", json={"name": "i", "scopes": ["ingest"]}, headers=team.auth("owner"))
+    ).json()
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    assert (await client.get("/v1/me", headers=headers)).status_code == 200
+    refused = await client.patch("/v1/me/email-preferences", json={"product_news": True}, headers=headers)
+    assert refused.status_code == 403 and refused.json()["reason"] == "api_key_scope"

@@ -51,13 +51,11 @@ async def test_login_issues_a_platform_token(
         assert refused.headers["content-type"] == "application/problem+json"
 
 
-async def test_login_shares_the_user_login_throttle(
-    http: httpx.AsyncClient, operator: Operator, owner_db: Database
-) -> None:
-    # given as many recent failures for this email as the user login tolerates
+async def test_login_has_its_own_throttle(http: httpx.AsyncClient, operator: Operator, owner_db: Database) -> None:
+    # given as many recent failures for this email as the platform login tolerates
     async with owner_db.transaction() as session:
         for _ in range(throttle.BLOCK_AFTER):
-            await throttle.record_failure(session, throttle.keys_for(operator.email, None))
+            await throttle.record_failure(session, throttle.keys_for(operator.email, None, realm="platform"))
     # then even the right password is refused until the window ends
     refused = await http.post("/v1/admin/login", json={"email": operator.email, "password": PASSWORD})
     assert refused.status_code == 429

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from castmetrics.catalog.schemas import (
     SyncReport,
 )
 from castmetrics.config import Settings
+from castmetrics.errors import RateLimited
 from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
@@ -27,6 +29,7 @@ from castmetrics.http.timerange import parse_bound
 from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
+SYNC_SLOTS = asyncio.Semaphore(4)
 feeds_router = APIRouter(tags=["catalog"])
 Search = Annotated[str | None, Query(max_length=200, description="Case-insensitive substring of the title.")]
 
@@ -107,7 +110,12 @@ async def sync_podcast(
     plus episodes that left the feed and per-item warnings. A fetch that fails answers 422."""
     tenant_id = principal.tenant.id
     await service.get_podcast(principal.session, podcast_id)  # 404 before any fetch
-    return await service.sync_podcast(get_database(request), settings_of(request), tenant_id, podcast_id, "api")
+    # The request holds a pooled connection while the sync takes others: a bounded number of syncs
+    # per process keeps a burst of them from exhausting the pool for every tenant.
+    if SYNC_SLOTS.locked():
+        raise RateLimited("too many feed syncs are running; try again shortly", retry_after=5)
+    async with SYNC_SLOTS:
+        return await service.sync_podcast(get_database(request), settings_of(request), tenant_id, podcast_id, "api")
 
 
 @router.get("/podcasts/{podcast_id}/syncs", response_model=Page[SyncOut], summary="Sync history")
@@ -209,4 +217,10 @@ async def tracked_feed_xml(podcast_id: uuid.UUID, request: Request) -> Response:
     source = await service.tracked_feed_source(get_database(request), podcast_id)
     prefix_base = f"{settings.public_url.rstrip('/')}/p/{source.tenant_slug}"
     body = tracked_feed.rewrite_enclosures(source.body, prefix_base)
-    return Response(body, media_type="application/rss+xml", headers={"Cache-Control": "public, max-age=300"})
+    # A tenant's feed is untrusted markup served on our origin: a browser must never run anything in it.
+    headers = {
+        "Cache-Control": "public, max-age=300",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(body, media_type="application/rss+xml", headers=headers)

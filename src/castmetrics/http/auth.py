@@ -116,7 +116,8 @@ def requires(resource: str, action: str, *, verified: bool = False) -> Any:
                 raise Forbidden(
                     "verify your email address first (see the link we sent you)", reason="email_not_verified"
                 )
-            await idempotency.claim(request, principal.session, principal.tenant.id)
+            actor = principal.actor
+            await idempotency.claim(request, principal.session, principal.tenant.id, f"{actor.type}:{actor.id}")
             yield principal
 
     dependency.permission = permission  # type: ignore[attr-defined]
@@ -130,6 +131,9 @@ def authenticated() -> Any:
         request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer_scheme)
     ) -> AsyncIterator[Principal]:
         async for principal in _principal(request, credentials.credentials if credentials else None):
+            key = principal.api_key
+            if key is not None and is_write(request) and not ({"read", "admin"} & set(key.scopes)):
+                raise Forbidden("an ingest-only API key may only send events", reason="api_key_scope")
             yield principal
 
     dependency.permission = AUTHENTICATED  # type: ignore[attr-defined]

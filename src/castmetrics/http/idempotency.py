@@ -27,6 +27,7 @@ HEADER = "idempotency-key"
 STATE_KEY = "idempotency_claim"
 KEEP_HOURS = 24
 MAX_STORED_BYTES = 1024 * 1024
+SECRET_FIELDS = frozenset({"key", "access_token", "refresh_token", "password", "secret"})
 
 
 class Replay(Exception):
@@ -38,13 +39,17 @@ class Replay(Exception):
         self.body = body
 
 
-async def claim(request: Request, session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    """For a POST carrying the header: replay a stored answer, or claim the key in this transaction."""
-    key = request.headers.get(HEADER)
-    if request.method != "POST" or key is None:
+async def claim(request: Request, session: AsyncSession, tenant_id: uuid.UUID, actor: str) -> None:
+    """For a POST carrying the header: replay a stored answer, or claim the key in this transaction.
+
+    Keys belong to the credential's actor (a user or an API key), not to the whole tenant: another
+    member of the team reusing a key never receives someone else's answer."""
+    given = request.headers.get(HEADER)
+    if request.method != "POST" or given is None:
         return
-    if not 1 <= len(key) <= 255:
+    if not 1 <= len(given) <= 255:
         raise Invalid("the Idempotency-Key header must be 1 to 255 characters", parameter="Idempotency-Key")
+    key = f"{actor}:{given}"
     digest = hashlib.sha256(request.url.path.encode() + b"\n" + await request.body()).digest()
     inserted = await session.execute(
         text(
@@ -101,6 +106,9 @@ class IdempotencyMiddleware:
             response = json.loads(body) if body else None
         except ValueError:
             response = None
+        if isinstance(response, dict):
+            # Secrets shown once (a new API key) are never stored: a replay answers them as null.
+            response = {k: (None if k in SECRET_FIELDS else v) for k, v in response.items()}
         db: Database = self.db_of()
         async with db.tenant_transaction(tenant_id) as session:
             await session.execute(

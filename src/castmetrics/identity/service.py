@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -310,10 +311,11 @@ async def signup(db: Database, settings: Settings, data: SignupIn) -> tuple[Tena
 
 async def login(db: Database, settings: Settings, email: str, password: str, client_addr: str | None) -> TokenPair:
     """Password login. Failures are counted per email and per address: slowed, then refused (429)."""
-    keys = throttle.keys_for(email, client_addr)
+    keys = throttle.keys_for(email, client_addr, realm="user")
     async with db.transaction() as session:
-        await throttle.before_attempt(session, keys)
+        delay = await throttle.before_attempt(session, keys)
         found = (await session.execute(text("SELECT * FROM auth_find_user(:email)"), {"email": email})).first()
+    await asyncio.sleep(delay)
     ok = await passwords.verify_password(password, found.password_hash if found else None)
     if not ok or found is None or not found.is_active:
         async with db.transaction() as session:
@@ -572,6 +574,8 @@ async def update_user(session: AsyncSession, principal: Principal, user: User, d
 async def _deactivation_checks(session: AsyncSession, principal: Principal, user: User) -> None:
     if user.id == principal.user.id:
         raise Conflict("you cannot deactivate yourself")
+    # Nobody locks out a user who holds permissions they lack (an admin cannot remove an owner).
+    _ensure_grantable(principal, await permissions_of(session, user.id))
     await _ensure_not_last_owner(session, user)
     await session.execute(
         update(RefreshToken)

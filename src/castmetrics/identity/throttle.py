@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 from datetime import UTC, datetime
@@ -18,16 +17,19 @@ BLOCK_AFTER = 10  # failures in the window before attempts are refused (429) unt
 MAX_DELAY_SECONDS = 4.0
 
 
-def keys_for(email: str, client_addr: str | None) -> list[str]:
-    """Hashed keys: the table never holds an email or address in the clear."""
-    keys = ["email:" + hashlib.sha256(email.strip().casefold().encode()).hexdigest()]
+def keys_for(email: str, client_addr: str | None, realm: str = "user") -> list[str]:
+    """Hashed keys: the table never holds an email or address in the clear. Each realm (tenant users,
+    platform admins) counts its own failures, so a success in one never clears the other's count."""
+    keys = [f"{realm}:email:" + hashlib.sha256(email.strip().casefold().encode()).hexdigest()]
     if client_addr:
-        keys.append("addr:" + hashlib.sha256(client_addr.encode()).hexdigest())
+        keys.append(f"{realm}:addr:" + hashlib.sha256(client_addr.encode()).hexdigest())
     return keys
 
 
-async def before_attempt(session: AsyncSession, keys: list[str]) -> None:
-    """Refuse while a key is blocked; otherwise wait longer the more recent failures there are."""
+async def before_attempt(session: AsyncSession, keys: list[str]) -> float:
+    """Refuse while a key is blocked; otherwise answer how long to wait before trying the password
+    (longer the more recent failures there are). The caller waits *after* its transaction ends, so a
+    delayed attempt never holds a database connection."""
     rows = (
         await session.execute(
             text(
@@ -44,7 +46,8 @@ async def before_attempt(session: AsyncSession, keys: list[str]) -> None:
         raise RateLimited("too many failed logins: try again later", retry_after=max(retry_after, 1))
     failures = max((r.failures for r in rows), default=0)
     if failures >= SLOW_AFTER:
-        await asyncio.sleep(min(MAX_DELAY_SECONDS, 0.25 * 2 ** (failures - SLOW_AFTER)))
+        return float(min(MAX_DELAY_SECONDS, 0.25 * 2 ** (failures - SLOW_AFTER)))
+    return 0.0
 
 
 async def record_failure(session: AsyncSession, keys: list[str]) -> None:

@@ -6,6 +6,7 @@ neither read ``platform_admins`` nor see past one tenant.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -69,11 +70,12 @@ async def create_admin(
 
 async def login(db: Database, settings: Settings, email: str, password: str, client_addr: str | None) -> AdminToken:
     """Password login for administrators, throttled exactly like tenant users' login."""
-    keys = throttle.keys_for(email, client_addr)
+    keys = throttle.keys_for(email, client_addr, realm="platform")
     async with db.transaction() as session:
-        await throttle.before_attempt(session, keys)
+        delay = await throttle.before_attempt(session, keys)
         admin = await session.scalar(select(PlatformAdmin).where(func.lower(PlatformAdmin.email) == email.lower()))
     # With no such admin this still spends a bcrypt check: the timing does not tell who exists.
+    await asyncio.sleep(delay)
     ok = await passwords.verify_password(password, admin.password_hash if admin else None)
     if admin is None or not ok:
         async with db.transaction() as session:

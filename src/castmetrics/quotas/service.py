@@ -105,6 +105,9 @@ async def ensure_room(session: AsyncSession, tenant: Tenant, quota: str, adding:
     limit = limit_for(tenant, quota)
     if limit is UNLIMITED:
         return
+    # Serialises concurrent additions to one tenant's quota until this transaction ends, so two
+    # requests cannot both see room for the last slot.
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"quota:{tenant.id}:{quota}"})
     used = await usage(session, quota)
     if used + adding > limit:
         raise QuotaExceeded(quota, limit, used)
