@@ -85,7 +85,6 @@ async def _principal(request: Request, credential: str | None) -> AsyncIterator[
         if user is None or not user.is_active:
             raise Unauthorized("the account is deactivated or gone")
         permissions = identity.effective_permissions(await identity.permissions_of(session, user.id), api_key)
-        await identity.count_user_activity(session, user, api_calls=1)
         yield Principal(
             session=session,
             tenant=scope.tenant,
@@ -94,6 +93,9 @@ async def _principal(request: Request, credential: str | None) -> AsyncIterator[
             permissions=permissions,
             api_key=api_key,
         )
+        # Counted last, just before commit: the row lock on today's counter is held for the commit
+        # only, not the whole request, so one user's parallel requests barely wait on each other.
+        await identity.count_user_activity(session, user, api_calls=1)
 
 
 def requires(resource: str, action: str, *, verified: bool = False) -> Any:
