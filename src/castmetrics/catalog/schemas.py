@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from castmetrics.http.fields import Url
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
-Url = Annotated[AnyHttpUrl, Field(description="An http(s) URL.")]
 Text = Annotated[str, Field(max_length=100_000)]
 
 

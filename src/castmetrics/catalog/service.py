@@ -51,17 +51,13 @@ def tracked_feed_url(settings: Settings, podcast_id: uuid.UUID) -> str:
     return f"{settings.public_url.rstrip('/')}/feeds/{podcast_id}.xml"
 
 
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if v is not None and k.endswith("_url") else v) for k, v in data.items()}
-
-
 # --- podcasts ------------------------------------------------------------------------------------
 
 
 async def create_podcast(session: AsyncSession, tenant: Tenant, actor: Actor, data: PodcastIn) -> Podcast:
     """A podcast of the tenant, within its podcasts quota (402 when full)."""
     await quotas.ensure_room(session, tenant, "podcasts")
-    podcast = Podcast(tenant_id=tenant.id, id=uuid.uuid4(), **_plain(data.model_dump()))
+    podcast = Podcast(tenant_id=tenant.id, id=uuid.uuid4(), **data.model_dump())
     session.add(podcast)
     await session.flush()
     await session.refresh(podcast)
@@ -95,7 +91,7 @@ async def list_podcasts(
 
 async def update_podcast(session: AsyncSession, actor: Actor, podcast: Podcast, data: PodcastUpdate) -> Podcast:
     before = {f: getattr(podcast, f) for f in PODCAST_FIELDS}
-    changes = _plain(data.model_dump(exclude_unset=True))
+    changes = data.model_dump(exclude_unset=True)
     if changes.get("name", "") is None or changes.get("sync_interval_minutes", 0) is None:
         raise Invalid("name and sync_interval_minutes cannot be null")
     for field, value in changes.items():
@@ -125,7 +121,7 @@ async def delete_podcast(session: AsyncSession, actor: Actor, podcast: Podcast) 
 
 
 async def create_episode(session: AsyncSession, actor: Actor, podcast: Podcast, data: EpisodeIn) -> Episode:
-    values = _plain(data.model_dump())
+    values = data.model_dump()
     episode = Episode(
         tenant_id=podcast.tenant_id, id=uuid.uuid4(), podcast_id=podcast.id, guid=f"urn:uuid:{uuid.uuid4()}", **values
     )
@@ -181,7 +177,7 @@ async def list_episodes(
 
 async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, data: EpisodeUpdate) -> Episode:
     before = audit.snapshot(episode, EPISODE_FIELDS)
-    changes = _plain(data.model_dump(exclude_unset=True))
+    changes = data.model_dump(exclude_unset=True)
     if "title" in changes and changes["title"] is None:
         raise Invalid("title cannot be null", field="title")
     for field, value in changes.items():

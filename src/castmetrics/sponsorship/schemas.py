@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
+
+from castmetrics.http.fields import Url
 
 # The alphabetic codes of ISO 4217 list one (currencies and funds), as published by SIX, the
 # maintenance agency, on 2026-01-01: 178 codes. Amendments since 2024 are in — XCG (replaces ANG),
@@ -41,7 +42,6 @@ BookingStatus = Literal["pending", "confirmed", "delivering", "delivered", "canc
 MAX_AMOUNT = 10**12
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
-Url = Annotated[AnyHttpUrl, Field(description="An http(s) URL.")]
 Text = Annotated[str, Field(max_length=100_000)]
 Reason = Annotated[str, StringConstraints(max_length=2000, strip_whitespace=True)]
 PromoCode = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]

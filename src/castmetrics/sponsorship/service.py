@@ -60,15 +60,11 @@ CANCELLED = "cancelled"
 DELETABLE_BOOKING_STATUSES = ("pending", "cancelled")
 
 
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if v is not None and k.endswith("_url") else v) for k, v in data.items()}
-
-
 # --- sponsors ------------------------------------------------------------------------------------
 
 
 async def create_sponsor(session: AsyncSession, tenant: Tenant, actor: Actor, data: SponsorIn) -> Sponsor:
-    sponsor = Sponsor(tenant_id=tenant.id, id=uuid.uuid4(), **_plain(data.model_dump()))
+    sponsor = Sponsor(tenant_id=tenant.id, id=uuid.uuid4(), **data.model_dump())
     session.add(sponsor)
     await session.flush()
     await session.refresh(sponsor)
@@ -99,7 +95,7 @@ async def list_sponsors(
 
 async def update_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor, data: SponsorUpdate) -> Sponsor:
     before = audit.snapshot(sponsor, SPONSOR_FIELDS)
-    changes = _plain(data.model_dump(exclude_unset=True))
+    changes = data.model_dump(exclude_unset=True)
     if "name" in changes and changes["name"] is None:
         raise Invalid("name cannot be null", field="name")
     for field, value in changes.items():
@@ -408,9 +404,7 @@ async def create_booking(
     _check_flight(campaign, data.flight_start, data.flight_end)
     if data.make_good_of is not None:
         await _check_make_good(session, campaign, data.make_good_of)
-    booking = Booking(
-        tenant_id=campaign.tenant_id, id=uuid.uuid4(), campaign_id=campaign.id, **_plain(data.model_dump())
-    )
+    booking = Booking(tenant_id=campaign.tenant_id, id=uuid.uuid4(), campaign_id=campaign.id, **data.model_dump())
     session.add(booking)
     await session.flush()
     await session.refresh(booking)
@@ -453,7 +447,7 @@ async def update_booking(
 ) -> tuple[Booking, list[BookingWarning]]:
     """Change any of the booking's fields; the result is checked as a whole, as on creation."""
     before = audit.snapshot(booking, BOOKING_FIELDS)
-    changes = _plain(data.model_dump(exclude_unset=True))
+    changes = data.model_dump(exclude_unset=True)
     for field in BOOKING_REQUIRED:
         if field in changes and changes[field] is None:
             raise Invalid(f"{field} cannot be null", field=field)
