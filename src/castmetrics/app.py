@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
 
 from castmetrics import __version__
+from castmetrics.analytics import router as analytics_router
 from castmetrics.audit import router as audit_router
 from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, check_production_safety, get_settings
 from castmetrics.db import roles
 from castmetrics.db.session import Database
+from castmetrics.events import partitions
+from castmetrics.events import router as events_router
 from castmetrics.flags import router as flags_router
 from castmetrics.http import health, openapi, problems
 from castmetrics.http.idempotency import IdempotencyMiddleware
@@ -38,6 +42,16 @@ def _runtime_url(settings: Settings) -> str:
     return roles.runtime_url(settings, settings.database_url)
 
 
+async def _prepare_partitions(db: Database) -> None:
+    """Start-up: event partitions from yesterday to a week ahead. A database that is not there yet
+    only delays this: the periodic job and ingestion create partitions on demand."""
+    today = partitions.utc_now().date()
+    try:
+        await partitions.ensure(db, today - timedelta(days=1), today + timedelta(days=partitions.AHEAD_DAYS))
+    except Exception as exc:  # noqa: BLE001 - start-up must not fail on this
+        log.warning("events.partitions_not_prepared", error=str(exc).splitlines()[0][:200])
+
+
 def create_app(
     settings: Settings | None = None, *, database: Database | None = None, admin_database: Database | None = None
 ) -> FastAPI:
@@ -59,6 +73,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: asyncio.Task[None] | None = None
+        await _prepare_partitions(db)
         if settings.in_process_worker:
             from castmetrics.jobs import worker as job_worker
 
@@ -98,9 +113,15 @@ def create_app(
     app.include_router(platform_router.router)
     app.include_router(preferences_router.router)
     app.include_router(sponsorship_router.router)
+    app.include_router(events_router.router)
+    app.include_router(analytics_router.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, db_of=lambda: app.state.db)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        per_prefix={"/v1/events/": settings.events_max_body_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

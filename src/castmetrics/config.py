@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500
+    # Events: how many days of raw events are kept (whole day partitions are dropped).
+    event_retention_days: int = Field(default=730, ge=2, le=36500)
+    # Event batches (up to 10,000 events) may be larger than other request bodies.
+    events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # How many events `castmetrics demo` generates when --events is not given.
+    demo_events: int = Field(default=1_000_000, ge=0)
 
 
 DEV_SECRET_KEY = "dev-insecure-change-me"

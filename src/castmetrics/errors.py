@@ -61,3 +61,24 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class ContentTooLarge(DomainError):
+    code = "content-too-large"
+    title = "Content too large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class Unavailable(DomainError):
+    """A dependency (the database) cannot be reached: try again after ``retry_after`` seconds."""
+
+    code = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -18,7 +18,10 @@ log = structlog.get_logger(__name__)
 # Tables the runtime role must not touch, may only read, or may only add to.
 NO_ACCESS_TABLES = frozenset({"alembic_version", "platform_admins"})
 READ_ONLY_TABLES = frozenset({"permissions", "feature_flags"})
-APPEND_ONLY_TABLES = frozenset({"audit_log"})
+# Events are facts: appended, never edited through the application (retention drops whole days).
+APPEND_ONLY_TABLES = frozenset({"audit_log", "listener_events", "attribution_events"})
+# Day partitions of the event tables: the runtime role may only append to them (the COPY path).
+PARTITION_SCHEMA = "castmetrics_events"
 
 
 class RuntimeRoleError(RuntimeError):
@@ -104,5 +107,14 @@ def grant_runtime_privileges(conn: psycopg.Connection[tuple[object, ...]], role:
         )
     for table in APPEND_ONLY_TABLES & existing:
         statements.append(sql.SQL("REVOKE UPDATE, DELETE ON TABLE {} FROM {}").format(sql.Identifier(table), ident))
+    has_partitions = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (PARTITION_SCHEMA,)).fetchone()
+    if has_partitions and has_partitions[0]:
+        schema = sql.Identifier(PARTITION_SCHEMA)
+        statements += [
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, ident),
+            sql.SQL("GRANT INSERT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, ident),
+            # Partitions created later (by the owner's SECURITY DEFINER function) get the same.
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT INSERT ON TABLES TO {}").format(schema, ident),
+        ]
     for statement in statements:
         conn.execute(statement)

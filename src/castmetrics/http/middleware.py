@@ -77,18 +77,26 @@ class BodyLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` with a 413 problem, by Content-Length up front or by
     counting a streamed body as it is read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_prefix: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths with their own limit, by prefix (the event routes take 10 MB batches).
+        self.per_prefix = per_prefix or {}
 
-    async def _refuse(self, send: Send) -> None:
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.per_prefix.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
                 "title": "Content Too Large",
                 "status": 413,
-                "detail": f"the request body exceeds the limit of {self.max_bytes} bytes",
-                "limit": self.max_bytes,
+                "detail": f"the request body exceeds the limit of {max_bytes} bytes",
+                "limit": max_bytes,
             }
         ).encode()
         await send(
@@ -108,14 +116,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"])
         length_header = dict(scope["headers"]).get(b"content-length")
         if length_header is not None:
             try:
                 declared = int(length_header)
             except ValueError:
                 declared = 0
-            if declared > self.max_bytes:
-                await self._refuse(send)
+            if declared > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
         received = 0
         started = False
@@ -125,8 +134,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -140,7 +149,7 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)
 
 
 def request_id_of(scope_state: dict[str, Any]) -> str | None:

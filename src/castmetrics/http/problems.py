@@ -5,11 +5,13 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
+import psycopg_pool
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
@@ -28,6 +30,9 @@ _STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.Forbidden: 403,
     errors.QuotaExceeded: 402,
     errors.RateLimited: 429,
+    errors.ContentTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Unavailable: 503,
 }
 
 
@@ -63,7 +68,8 @@ def _status_for(error: errors.DomainError) -> int:
 
 async def _domain_error(_request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, errors.DomainError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else None
+    retry_after = exc.retry_after if isinstance(exc, errors.RateLimited | errors.Unavailable) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     if isinstance(exc, errors.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     return problem(
@@ -126,7 +132,31 @@ async def _data_error(_request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+async def _database_unreachable(request: Request, exc: Exception) -> ProblemResponse:
+    # The database is down or unreachable: nothing was stored, and the client may retry.
+    log.warning("http.database_unavailable", path=request.url.path, error=str(exc).splitlines()[0][:200])
+    return await _domain_error(
+        request, errors.Unavailable("the database is unavailable; nothing was stored, retry later")
+    )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) means the database could not be reached or went away."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.OperationalError | ConnectionError | psycopg_pool.PoolTimeout):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def _server_error(request: Request, exc: Exception) -> ProblemResponse:
+    if is_connection_error(exc):
+        return await _database_unreachable(request, exc)
     # The client learns only that it failed and which request id to quote; the log has the rest.
     log.exception("http.unhandled_error", path=request.url.path, exc_info=exc)
     # This handler runs outside our middleware (Starlette's outermost layer): echo the id ourselves.
@@ -143,5 +173,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(OperationalError, _server_error)
+    app.add_exception_handler(InterfaceError, _server_error)
     app.add_exception_handler(idempotency.Replay, _replay)
     app.add_exception_handler(Exception, _server_error)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.errors import QuotaExceeded
+from castmetrics.errors import QuotaExceeded, RateLimited
 from castmetrics.outbox import service as outbox
 from castmetrics.tenancy.models import Tenant
 
@@ -129,3 +129,103 @@ async def report(session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
         "quotas": quotas,
         "ingest_rate_per_second": limit_for(tenant, "ingest_rate"),
     }
+
+
+# --- events: the monthly quota and the ingest token bucket -------------------------------------------
+
+# The bucket holds at least one full batch, so a single batch is never refused for its size alone.
+MIN_BURST = 10_000
+
+
+async def check_events_room(session: AsyncSession, tenant: Tenant, adding: int) -> None:
+    """Refuse (402) up front when ``adding`` events would pass this month's quota."""
+    limit = limit_for(tenant, "events_per_month")
+    if limit is UNLIMITED or adding == 0:
+        return
+    used = await usage(session, "events_per_month")
+    if used + adding > limit:
+        raise QuotaExceeded("events_per_month", limit, used)
+
+
+async def add_events(session: AsyncSession, tenant: Tenant, added: int, *, enforce: bool = True) -> int:
+    """Count ``added`` accepted events to this month; with ``enforce``, refuse (402, so the caller's
+    transaction rolls back) when a concurrent batch took the room first. Answers the month's usage."""
+    if added == 0:
+        return await usage(session, "events_per_month")
+    used = int(
+        (
+            await session.execute(
+                text(
+                    "INSERT INTO usage_monthly AS u (tenant_id, month, events) "
+                    "VALUES (:t, date_trunc('month', now() AT TIME ZONE 'UTC')::date, :n) "
+                    "ON CONFLICT (tenant_id, month) DO UPDATE SET events = u.events + EXCLUDED.events "
+                    "RETURNING events"
+                ),
+                {"t": tenant.id, "n": added},
+            )
+        ).scalar_one()
+    )
+    limit = limit_for(tenant, "events_per_month")
+    if limit is not UNLIMITED:
+        if enforce and used > limit:
+            raise QuotaExceeded("events_per_month", limit, used - added)
+        await _note_thresholds(session, tenant, "events_per_month", limit, used)
+    return used
+
+
+def ingest_rate(tenant: Tenant) -> int | None:
+    return limit_for(tenant, "ingest_rate")
+
+
+def _bucket(rate: int) -> int:
+    return max(rate, MIN_BURST)
+
+
+def _retry_after(missing: float, rate: int) -> int:
+    return max(1, int(-(-missing // rate)))
+
+
+async def peek_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int) -> None:
+    """Refuse (429) before any work when the bucket plainly lacks ``wanted`` tokens."""
+    rate = ingest_rate(tenant)
+    if rate is None:
+        return
+    tokens = (
+        await session.execute(
+            text(
+                "SELECT least(:cap, tokens + :rate * extract(epoch FROM clock_timestamp() - refilled_at)) "
+                "FROM ingest_buckets"
+            ),
+            {"cap": _bucket(rate), "rate": rate},
+        )
+    ).scalar_one_or_none()
+    if tokens is not None and tokens < wanted:
+        raise RateLimited(
+            f"the ingest rate of {rate} events/s is exceeded", retry_after=_retry_after(wanted - tokens, rate)
+        )
+
+
+async def take_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int) -> None:
+    """Take ``wanted`` tokens from the tenant's bucket (refilled at the tier's rate), or refuse with
+    429 and ``Retry-After``. Call it last in the ingesting transaction: the row lock lasts to commit."""
+    rate = ingest_rate(tenant)
+    if rate is None or wanted == 0:
+        return
+    cap = _bucket(rate)
+    tokens = float(
+        (
+            await session.execute(
+                text(
+                    "INSERT INTO ingest_buckets AS b (tenant_id, tokens, refilled_at) "
+                    "VALUES (:t, :cap - :n, clock_timestamp()) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET "
+                    "tokens = least(:cap, b.tokens + :rate * extract(epoch FROM clock_timestamp() - b.refilled_at))"
+                    " - :n, refilled_at = clock_timestamp() "
+                    "RETURNING tokens"
+                ),
+                {"t": tenant.id, "cap": cap, "n": wanted, "rate": rate},
+            )
+        ).scalar_one()
+    )
+    if tokens < 0:
+        raise RateLimited(f"the ingest rate of {rate} events/s is exceeded", retry_after=_retry_after(-tokens, rate))

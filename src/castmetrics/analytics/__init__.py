@@ -1,0 +1,1 @@
+"""Analytics: time series and breakdowns over rollups plus the raw tail."""

@@ -1,0 +1,1 @@
+"""Listener and attribution events: ingestion, day partitions, retention and rollups."""

@@ -1,0 +1,137 @@
+"""Day partitions of the event tables: created ahead, on demand for backfills, dropped by retention.
+
+The DDL runs inside two SECURITY DEFINER functions owned by the migration role (the runtime role
+owns nothing); each call is its own short transaction, never the ingesting one, because creating a
+partition locks its parent table until commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import structlog
+from sqlalchemy import text
+
+from castmetrics.db.session import Database
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = "castmetrics_events"
+KINDS = ("listener", "attribution")
+AHEAD_DAYS = 7
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def partition_name(kind: str, day: date) -> str:
+    return f"{kind}_events_p{day:%Y%m%d}"
+
+
+@dataclass(frozen=True)
+class AcceptedRange:
+    """Events must fall in [earliest, latest): older than the retention or more than a day ahead
+    are refused per item."""
+
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def at(cls, now: datetime, retention_days: int) -> AcceptedRange:
+        # Whole days: the oldest kept day is the one retention has not dropped yet.
+        first_day = now.astimezone(UTC).date() - timedelta(days=retention_days - 1)
+        return cls(datetime.combine(first_day, datetime.min.time(), tzinfo=UTC), now + timedelta(days=1))
+
+
+class PartitionCache:
+    """The days known to have partitions, per process, so ingestion asks the database only for new days."""
+
+    def __init__(self) -> None:
+        self._days: set[date] = set()
+
+    def missing(self, days: Iterable[date]) -> list[date]:
+        return sorted(set(days) - self._days)
+
+    def add(self, days: Iterable[date]) -> None:
+        self._days.update(days)
+
+    def forget(self, days: Iterable[date]) -> None:
+        self._days.difference_update(days)
+
+    def clear(self) -> None:
+        self._days.clear()
+
+
+CACHE = PartitionCache()
+
+
+async def existing_days(db: Database) -> set[date]:
+    """Days that have a partition of every event table."""
+    async with db.transaction() as session:
+        rows = await session.execute(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :schema AND c.relname ~ '_events_p[0-9]{8}$'"
+            ),
+            {"schema": SCHEMA},
+        )
+        per_kind: dict[str, set[date]] = {kind: set() for kind in KINDS}
+        for (name,) in rows:
+            kind = name.split("_events_p")[0]
+            if kind in per_kind:
+                per_kind[kind].add(datetime.strptime(name[-8:], "%Y%m%d").date())
+    return per_kind["listener"] & per_kind["attribution"]
+
+
+async def ensure(db: Database, first: date, last: date) -> int:
+    """Create the missing partitions from ``first`` to ``last`` (inclusive); answers how many."""
+    async with db.transaction() as session:
+        created = (
+            await session.execute(
+                text("SELECT castmetrics_event_partitions_ensure(:first, :last)"), {"first": first, "last": last}
+            )
+        ).scalar_one()
+    CACHE.add(first + timedelta(days=offset) for offset in range((last - first).days + 1))
+    if created:
+        log.info("events.partitions_created", first=str(first), last=str(last), tables=created)
+    return int(created)
+
+
+async def ensure_days(db: Database, days: Iterable[date]) -> None:
+    """Make sure each day has its partitions; asks the database only about days not seen before."""
+    missing = CACHE.missing(days)
+    if not missing:
+        return
+    existing = await existing_days(db)
+    CACHE.add(existing)
+    for day in CACHE.missing(missing):
+        await ensure(db, day, day)
+
+
+async def drop_expired(db: Database, today: date, retention_days: int) -> list[str]:
+    """Drop the partitions of days older than the retention (relative to ``today``)."""
+    cutoff = today - timedelta(days=retention_days - 1)
+    async with db.transaction() as session:
+        dropped = list(
+            (
+                await session.execute(text("SELECT castmetrics_event_partitions_drop(:before)"), {"before": cutoff})
+            ).scalars()
+        )
+    CACHE.clear()  # other days may be gone too; the cache refills from the catalog
+    if dropped:
+        log.info("events.partitions_dropped", before=str(cutoff), partitions=len(dropped))
+    return dropped
+
+
+async def maintain(db: Database, retention_days: int, now: datetime | None = None) -> dict[str, object]:
+    """The daily job (and start-up): partitions from yesterday to a week ahead, retention applied."""
+    today = (now or utc_now()).astimezone(UTC).date()
+    created = await ensure(db, today - timedelta(days=1), today + timedelta(days=AHEAD_DAYS))
+    dropped = await drop_expired(db, today, retention_days)
+    return {"created": created, "dropped": dropped}

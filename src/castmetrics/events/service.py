@@ -1,0 +1,130 @@
+"""Event ingestion: validate a batch item by item, store its valid events once, count them.
+
+One batch is one transaction: its valid events are all stored or none are. Duplicates (the same
+``id`` and ``occurred_at`` as a stored event, or as an earlier item of the batch) are counted, not
+stored again. The monthly quota (402) and the tenant's ingest rate (429) are checked up front and
+again, atomically, just before commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.catalog.models import Episode
+from castmetrics.db.session import Database
+from castmetrics.events import partitions, validation, writer
+from castmetrics.outbox import service as outbox
+from castmetrics.quotas import service as quotas
+from castmetrics.sponsorship.models import Campaign
+from castmetrics.tenancy.models import Tenant
+
+KINDS = ("listener", "attribution")
+MAX_BATCH = 10_000
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+async def _known(session: AsyncSession, model: type[Episode] | type[Campaign], ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    if not ids:
+        return set()
+    return set((await session.execute(select(model.id).where(model.id.in_(ids)))).scalars())
+
+
+async def note_days(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date]) -> None:
+    """Log the days a committed batch wrote, so the rollup refresh recomputes them (and queries read
+    those days from raw events until it has)."""
+    day_list = sorted(set(days))
+    if day_list:
+        await session.execute(
+            text("INSERT INTO rollup_invalidations (tenant_id, day) SELECT :t, unnest(CAST(:days AS date[]))"),
+            {"t": tenant_id, "days": day_list},
+        )
+
+
+async def _conversions(
+    session: AsyncSession, tenant_id: uuid.UUID, rows: list[tuple[Any, ...]], positions: list[int] | None
+) -> None:
+    """``conversion.recorded`` through the outbox for each conversion stored by this batch."""
+    stored = rows if positions is None else [rows[i] for i in positions]
+    for row in stored:
+        _tenant, event_id, campaign_id, episode_id, listener_id, attribution_type, data, occurred_at = row
+        if attribution_type != "conversion":
+            continue
+        details = orjson.loads(data) if data else {}
+        await outbox.add_event(
+            session,
+            tenant_id=tenant_id,
+            event_type="conversion.recorded",
+            payload={
+                "event_id": str(event_id),
+                "campaign_id": str(campaign_id),
+                "episode_id": str(episode_id) if episode_id else None,
+                "listener_id": listener_id,
+                "revenue": details.get("revenue"),
+                "currency": details.get("currency"),
+                "occurred_at": occurred_at.astimezone(UTC).isoformat(),
+            },
+        )
+
+
+async def ingest(
+    session: AsyncSession,
+    tenant: Tenant,
+    kind: str,
+    items: Iterable[tuple[int, Any]],
+    *,
+    db: Database,
+    retention_days: int,
+    enforce_limits: bool = True,
+    now: datetime | None = None,
+    pre_rejected: list[dict[str, Any]] | None = None,
+) -> IngestResult:
+    """Store a batch of ``(index, item)`` in ``session``'s transaction (acting for ``tenant``).
+
+    ``db`` serves the partition DDL, which runs in its own short transaction. ``enforce_limits``
+    false (the operator's bulk import) still counts usage but refuses nothing for quota or rate."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    accepted_range = partitions.AcceptedRange.at(now or partitions.utc_now(), retention_days)
+    checked, episode_ids, campaign_ids = validation.validate(kind, tenant.id, items, accepted_range)
+    checked = validation.drop_unknown_references(
+        checked, kind, await _known(session, Episode, episode_ids), await _known(session, Campaign, campaign_ids)
+    )
+    if pre_rejected:
+        checked.rejected = sorted(pre_rejected + checked.rejected, key=lambda r: r["index"])
+    rows = checked.rows
+    if enforce_limits and rows:
+        await quotas.check_events_room(session, tenant, len(rows))
+        await quotas.peek_ingest_tokens(session, tenant, len(rows))
+    await partitions.ensure_days(db, checked.days)
+    written = await writer.write(session, kind, rows)
+    if written.accepted:
+        if kind == "listener":
+            stored = rows if written.new_positions is None else [rows[i] for i in written.new_positions]
+            await note_days(session, tenant.id, (row[-1].astimezone(UTC).date() for row in stored))
+        else:
+            await _conversions(session, tenant.id, rows, written.new_positions)
+    await quotas.add_events(session, tenant, written.accepted, enforce=enforce_limits)
+    if enforce_limits:
+        await quotas.take_ingest_tokens(session, tenant, len(rows))
+    return IngestResult(
+        accepted=written.accepted,
+        duplicates=checked.duplicates + len(rows) - written.accepted,
+        rejected=checked.rejected,
+    )

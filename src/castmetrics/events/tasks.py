@@ -1,0 +1,50 @@
+"""Background work of the events domain: partitions ahead and retention, and the rollup refresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import procrastinate
+import structlog
+from sqlalchemy import text
+
+from castmetrics.config import Settings
+from castmetrics.db.session import Database
+from castmetrics.events import partitions, rollups
+from castmetrics.jobs.app import database_of, run_in_tenant
+
+log = structlog.get_logger(__name__)
+blueprint = procrastinate.Blueprint()
+
+
+def _settings(context: procrastinate.JobContext) -> Settings:
+    settings = context.additional_context.get("settings")
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+async def refresh_all(db: Database) -> int:
+    """Refresh the rollups of every tenant with pending invalidations; answers the days recomputed."""
+    async with db.transaction() as session:
+        tenants = list((await session.execute(text("SELECT rollup_pending_tenants()"))).scalars())
+    total = 0
+    for tenant_id in tenants:
+        total += await run_in_tenant(db, str(tenant_id), rollups.refresh, tenant_id)
+    if total:
+        log.info("rollups.refreshed", days=total, tenants=len(tenants))
+    return total
+
+
+# Hourly rather than daily: a missed run (worker down at midnight) costs an hour, not a day, and the
+# week of partitions ahead covers far longer outages.
+@blueprint.periodic(cron="17 * * * *")
+@blueprint.task(name="maintain_partitions", pass_context=True, queueing_lock="events.partitions", retry=3)
+async def maintain_partitions(context: procrastinate.JobContext, timestamp: int) -> dict[str, Any]:
+    """Periodic job: partitions from yesterday to a week ahead; partitions past the retention dropped."""
+    return await partitions.maintain(database_of(context), _settings(context).event_retention_days)
+
+
+@blueprint.periodic(cron="* * * * * */5")
+@blueprint.task(name="refresh_rollups", pass_context=True, queueing_lock="events.rollups", retry=3)
+async def refresh_rollups(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Periodic job: recompute the rollup days that new events invalidated."""
+    return await refresh_all(database_of(context))
