@@ -42,7 +42,9 @@ async def test_bad_items_are_refused_by_index_and_the_rest_kept(
     owner = catalog.team.auth("owner")
     foreign = await client.post("/v1/podcasts", json={"name": "Theirs"}, headers=other.auth("owner"))
     foreign_episode = (
-        await client.post(f"/v1/podcasts/{foreign.json()['id']}/episodes", json={"title": "x"}, headers=other.auth("owner"))
+        await client.post(
+            f"/v1/podcasts/{foreign.json()['id']}/episodes", json={"title": "x"}, headers=other.auth("owner")
+        )
     ).json()["id"]
     ep = catalog.episode_ids[0]
     now = datetime.now(UTC)
@@ -133,8 +135,10 @@ async def test_attribution_events_and_conversion_outbox(
     assert (await client.post("/v1/events/attribution", json=[anonymous], headers=owner)).json()["accepted"] == 1
     async with db.tenant_transaction(catalog.team.tenant_id) as session:
         events = (
-            await session.execute(text("SELECT payload FROM outbox_events WHERE event_type = 'conversion.recorded'"))
-        ).scalars().all()
+            (await session.execute(text("SELECT payload FROM outbox_events WHERE event_type = 'conversion.recorded'")))
+            .scalars()
+            .all()
+        )
     assert len(events) == 1
     assert events[0]["revenue"] == 49.9 and events[0]["currency"] == "USD"
 

@@ -216,6 +216,13 @@ def upgrade() -> None:
         """
     )
 
+    for fn in (
+        "castmetrics_event_partitions_ensure(date, date)",
+        "castmetrics_event_partitions_drop(date)",
+        "rollup_pending_tenants()",
+    ):
+        op.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC")
+
     # Events accepted per calendar month (UTC) for the monthly quota.
     op.execute(
         """
