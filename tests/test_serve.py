@@ -91,7 +91,7 @@ def _postmaster_running(data_dir: Path) -> bool:
 
 def test_embedded_default_starts_reuses_and_stops(tmp_path: Path) -> None:
     data_dir = tmp_path / "castmetrics-data"
-    env = _base_env()
+    env = _base_env(CASTMETRICS_DEMO_EVENTS="0")  # the catalog only: generated listening is tested in tests/demo
     with serving(["--data-dir", str(data_dir), "--demo"], env) as (process, base):
         first_start = wait_for(f"{base}/readyz", timeout=120)
         lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()

@@ -24,6 +24,8 @@ from castmetrics.http import health, openapi, problems
 from castmetrics.http.idempotency import IdempotencyMiddleware
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from castmetrics.identity import router as identity_router
+from castmetrics.measurement.prefix import Buffer, PrefixMiddleware, trusted_networks
+from castmetrics.measurement.recorder import Recorder
 from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
 from castmetrics.preferences import router as preferences_router
@@ -74,6 +76,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: asyncio.Task[None] | None = None
         await _prepare_partitions(db)
+        recording = asyncio.create_task(Recorder(db, settings, buffer).run())
         if settings.in_process_worker:
             from castmetrics.jobs import worker as job_worker
 
@@ -81,6 +84,9 @@ def create_app(
         try:
             yield
         finally:
+            recording.cancel()  # its last flush stores (or spools) what the buffer still holds
+            with contextlib.suppress(asyncio.CancelledError):
+                await recording
             if worker is not None:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -99,6 +105,8 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.admin_db = admin_db  # None: the admin routes answer 503
+    buffer = Buffer()
+    app.state.prefix_buffer = buffer
     problems.install(app)
     openapi.install(app)
     app.include_router(health.router)
@@ -123,6 +131,10 @@ def create_app(
         per_prefix={"/v1/events/": settings.events_max_body_bytes},
     )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: the measurement prefix answers before any routing or other middleware.
+    app.add_middleware(
+        PrefixMiddleware, buffer=buffer, trusted_proxies=trusted_networks(settings.trusted_proxies.split(","))
+    )
     return app
 
 

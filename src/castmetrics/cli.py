@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -120,13 +121,38 @@ def _print_demo(summary: Any, url: str) -> None:
     typer.echo(f"API docs: {url}/docs (log in with POST /v1/auth/login, then use the access token)")
 
 
-def _seed_demo(settings: Settings, owner_url: str, runtime_url: str) -> Any:
+def _seed_demo(
+    settings: Settings, owner_url: str, runtime_url: str, events: int | None = None, days: int | None = None
+) -> Any:
+    """Seed the demo catalog, then its listening: ``events`` events (``demo --events``: every time, a
+    re-run stores none twice), or with ``None`` (``serve --demo``) ``settings.demo_events`` only while
+    the demo tenant has no listener events yet."""
+    from rich.console import Console
+
+    from castmetrics.demo import listening
     from castmetrics.demo import service as demo
 
     async def work(owner: Database) -> Any:
         runtime = Database(runtime_url, pool_size=2, max_overflow=0, application_name="castmetrics-cli")
         try:
-            return await demo.seed(owner, runtime, settings)
+            summary = await demo.seed(owner, runtime, settings)
+            count = events
+            if count is None:
+                count = 0 if await listening.has_listening(runtime, summary.tenant.id) else settings.demo_events
+            if count:
+                typer.echo(f"Generating about {count:,} listener events for the demo …", err=True)
+                result = await listening.generate(
+                    runtime,
+                    summary.tenant.id,
+                    count,
+                    retention_days=settings.event_retention_days,
+                    days=days or listening.WINDOW_DAYS,
+                    console=Console(stderr=True),
+                )
+                typer.echo(result.describe())
+                for error in result.errors:
+                    typer.echo(f"  refused: {error}", err=True)
+            return summary
         finally:
             await runtime.dispose()
 
@@ -226,15 +252,24 @@ def migrate(data_dir: DataDir = None) -> None:
 @app.command("demo")
 def demo_command(
     data_dir: DataDir = None,
-    events: Annotated[int, typer.Option(min=0, help="Listener events to generate for the demo.")] = 0,
+    events: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="About how many listener events to generate (default: CASTMETRICS_DEMO_EVENTS, 1,000,000); "
+            "0 seeds only the catalog.",
+            show_default=False,
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=700, help="Days of listening history, up to now.")] = 700,
 ) -> None:
-    """Seed the demo tenant (idempotent) and print how to log in."""
-    if events:
-        _fail("generating demo events needs the event ingestion module, which is not built yet", code=2)
+    """Seed the demo tenant and its listening (idempotent: a re-run stores no event twice) and print how
+    to log in."""
     settings = _settings(data_dir)
     with owner_database(settings) as owner_url:
         runtime_url = _migrate(settings, owner_url)
-        _print_demo(_seed_demo(settings, owner_url, runtime_url), settings.public_url)
+        count = settings.demo_events if events is None else events
+        _print_demo(_seed_demo(settings, owner_url, runtime_url, count, days), settings.public_url)
 
 
 # --- tenants -------------------------------------------------------------------------------------
@@ -433,6 +468,236 @@ def import_rss(
         typer.echo(f"  warning: {warning}", err=True)
     if len(report.warnings) > 20:
         typer.echo(f"  … and {len(report.warnings) - 20} more warnings", err=True)
+
+
+# --- events and rollups --------------------------------------------------------------------------
+
+events_app = typer.Typer(help="Event data: bulk import from NDJSON or CSV files.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+rollups_app = typer.Typer(help="Listener rollups: the daily aggregates the analytics read.", no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
+
+REJECTS_SHOWN = 50
+
+
+def _tenant_for_slug(owner: Database, slug: str) -> Awaitable[Any]:
+    """The tenant row by slug, read as the owner (the lookup crosses tenants); None when missing."""
+    from sqlalchemy import select
+
+    from castmetrics.tenancy.models import Tenant
+
+    async def find() -> Any:
+        async with owner.transaction() as session:
+            return await session.scalar(select(Tenant).where(Tenant.slug == slug))
+
+    return find()
+
+
+@events_app.command("import")
+def events_import(
+    file: Annotated[
+        Path,
+        typer.Argument(help="NDJSON (one event object per line) or CSV with a header row; .gz files are read too."),
+    ],
+    tenant: Annotated[str, typer.Option("--tenant", help="Slug of the tenant the events belong to.")],
+    kind: Annotated[str, typer.Option(help="listener or attribution.")] = "listener",
+    file_format: Annotated[
+        str | None,
+        typer.Option("--format", help="ndjson or csv (default: by the file's extension).", show_default=False),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Events per batch (one transaction each).")
+    ] = 10_000,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every refused record with its line and reason to this NDJSON file.", show_default=False
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Import events from a file through the ingestion API's validation and COPY path.
+
+    Each batch is a transaction of its own and events already stored count as duplicates, so an import
+    can be re-run safely. Usage is counted; quotas and the ingest rate do not apply. Refused records are
+    reported by line (a CSV header is line 1). Exit status: 0 when every record was stored or was a
+    duplicate, 1 when some were refused (the others are kept), 2 when nothing could be imported
+    (unknown tenant, unreadable file, bad options).
+    """
+    import gc
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from castmetrics.events import bulk, service
+    from castmetrics.tenancy.models import Tenant
+
+    if kind not in service.KINDS:
+        _fail(f"--kind must be listener or attribution (got {kind!r})", code=2)
+    try:
+        source = bulk.Source(file, bulk.detect_format(file, file_format), kind)
+    except bulk.BadInput as exc:
+        _fail(str(exc), code=2)
+    try:
+        rejects_out = bulk.open_text(rejects) if rejects is not None else None
+    except bulk.BadInput as exc:
+        source.close()
+        _fail(str(exc), code=2)
+    shown: list[dict[str, Any]] = []
+    totals = bulk.Totals()
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[events]:>12,} events"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    task = progress.add_task(f"Importing {file.name}", total=source.size or None, events=0)
+
+    def on_batch(batch: bulk.Batch, result: service.IngestResult, now: bulk.Totals) -> None:
+        progress.update(task, completed=now.position, events=now.records)
+        if not result.rejected:
+            return
+        records = dict(batch.records) if batch.records is not None else {}
+        for refused in result.rejected:
+            if len(shown) < REJECTS_SHOWN:
+                shown.append(refused)
+            if rejects_out is not None:
+                record = source.text_of(records.get(refused["index"]))
+                rejects_out.write(json.dumps({"line": refused["index"], "error": refused["error"], "record": record}))
+                rejects_out.write("\n")
+
+    settings = _settings(data_dir)
+    failure: str | None = None
+    started = time.perf_counter()
+    try:
+        with owner_database(settings) as owner_url:
+            runtime_url = _migrate(settings, owner_url)
+
+            async def work(owner: Database) -> None:
+                nonlocal failure, started
+                found = await _tenant_for_slug(owner, tenant)
+                if found is None:
+                    _fail(f"no tenant with slug {tenant!r}", code=2)
+                if found.status != "active":
+                    _fail(f"tenant {tenant!r} is {found.status}: activate it first to import events", code=2)
+                runtime = Database(runtime_url, pool_size=2, max_overflow=1, application_name="castmetrics-import")
+                try:
+                    async with runtime.tenant_transaction(found.id) as session:
+                        acting = await session.get_one(Tenant, found.id)
+                    # The modules loaded so far (hundreds of thousands of objects) leave the garbage
+                    # collector's view: its full passes would otherwise scan them over and over.
+                    gc.collect()
+                    gc.freeze()
+                    started = time.perf_counter()
+                    with progress:
+                        await bulk.run(
+                            source,
+                            runtime,
+                            acting,
+                            batch_size=batch_size,
+                            retention_days=settings.event_retention_days,
+                            keep_records=rejects_out is not None,
+                            on_batch=on_batch,
+                            totals=totals,
+                        )
+                except (bulk.ReadFailed, SQLAlchemyError, OSError) as exc:
+                    failure = str(exc).splitlines()[0]
+                finally:
+                    await runtime.dispose()
+
+            _run_as_owner(owner_url, work)
+    finally:
+        source.close()
+        if rejects_out is not None:
+            rejects_out.close()
+    elapsed = time.perf_counter() - started
+    for refused in shown:
+        typer.echo(f"line {refused['index']}: {refused['error']}")
+    if totals.rejected > len(shown):
+        more = f"  … and {totals.rejected - len(shown):,} more"
+        typer.echo(more + (f" (all of them in {rejects})" if rejects else " (--rejects FILE writes them all)"))
+    rate = totals.records / elapsed if elapsed > 0 else 0.0
+    typer.echo(
+        f"{file.name} → tenant {tenant} ({kind} events, {source.format}): {totals.lines_read:,} lines read, "
+        f"{totals.accepted:,} accepted, {totals.duplicates:,} duplicates, {totals.rejected:,} rejected "
+        f"in {elapsed:.1f} s ({rate:,.0f} events/s)"
+    )
+    if failure is not None:
+        _fail(
+            f"the import stopped: {failure}. The {totals.batches:,} batches before it are stored (to line "
+            f"{totals.lines_read:,}); running the import again skips them as duplicates.",
+            code=1,
+        )
+    if totals.rejected:
+        raise typer.Exit(1)
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Slug of one tenant (default: every tenant).", show_default=False)
+    ] = None,
+    first: Annotated[
+        datetime | None,
+        typer.Option(
+            "--from", formats=["%Y-%m-%d"], help="First day (UTC; default: 29 days before --to).", show_default=False
+        ),
+    ] = None,
+    last: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC; default: today).", show_default=False),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Recompute the listener rollups of a date range from raw events (default: the last 30 days),
+    each tenant in its own transaction."""
+    from datetime import UTC, timedelta
+
+    from sqlalchemy import select
+
+    from castmetrics.events import rollups
+    from castmetrics.tenancy.models import Tenant
+
+    last_day = last.date() if last is not None else datetime.now(UTC).date()
+    first_day = first.date() if first is not None else last_day - timedelta(days=29)
+    if first_day > last_day:
+        _fail(f"--from ({first_day}) is after --to ({last_day})", code=2)
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+
+        async def work(owner: Database) -> list[tuple[str, int]]:
+            if tenant is not None:
+                found = await _tenant_for_slug(owner, tenant)
+                if found is None:
+                    _fail(f"no tenant with slug {tenant!r}", code=2)
+                targets = [(found.id, found.slug)]
+            else:
+                async with owner.transaction() as session:
+                    targets = [
+                        (row.id, row.slug)
+                        for row in await session.execute(select(Tenant.id, Tenant.slug).order_by(Tenant.slug))
+                    ]
+            runtime = Database(runtime_url, pool_size=1, max_overflow=0, application_name="castmetrics-cli")
+            done: list[tuple[str, int]] = []
+            try:
+                for tenant_id, slug in targets:
+                    async with runtime.tenant_transaction(tenant_id) as session:
+                        days = await rollups.rebuild(session, tenant_id, first_day, last_day)
+                    typer.echo(f"{slug}: {days} days rebuilt ({first_day} to {last_day})")
+                    done.append((slug, days))
+            finally:
+                await runtime.dispose()
+            return done
+
+        done = _run_as_owner(owner_url, work)
+    typer.echo(f"Rollups rebuilt for {len(done)} tenant(s).", err=True)
 
 
 def main() -> None:

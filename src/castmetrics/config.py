@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(default=730, ge=2, le=36500)
     # Event batches (up to 10,000 events) may be larger than other request bodies.
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Measurement prefix: proxies whose X-Forwarded-For is believed (comma-separated CIDRs), and the
+    # data-centre ranges whose requests are not downloads (a file with a CIDR per line).
+    trusted_proxies: str = ""
+    datacenter_ranges_file: Path | None = None
     # How many events `castmetrics demo` generates when --events is not given.
     demo_events: int = Field(default=1_000_000, ge=0)
 

@@ -16,6 +16,12 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 JOBS_PUBLISHED = Counter("castmetrics_outbox_published_total", "Outbox events published")
+PREFIX_REDIRECTS = Counter("castmetrics_prefix_redirects_total", "Measurement prefix requests answered")
+PREFIX_RECORDED = Counter("castmetrics_prefix_recorded_total", "Prefix requests stored in the database")
+PREFIX_SPOOLED = Counter("castmetrics_prefix_spooled_total", "Prefix requests written to the local spool")
+PREFIX_UNKNOWN_TENANT = Counter(
+    "castmetrics_prefix_unknown_tenant_total", "Prefix requests for a slug that is no (active) tenant"
+)
 
 _configured = False
 

@@ -20,12 +20,13 @@ from tests.events.test_ingest import count_events
 from tests.test_serve import _base_env, serving
 
 
-def _waiting_copy(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'castmetrics-api' "
+def _waiting_copy(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+    """Backends of the API blocked in a COPY (the request caught half-way)."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'castmetrics-api' "
         "AND query ILIKE 'COPY%' AND wait_event_type = 'Lock'"
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return [int(row[0]) for row in rows]
 
 
 async def test_killing_the_server_mid_batch_stores_nothing(
@@ -60,7 +61,7 @@ async def test_killing_the_server_mid_batch_stores_nothing(
         sender.start()
         with psycopg.connect(urls.libpq_url(owner_url), autocommit=True) as watcher:
             deadline = time.monotonic() + 30
-            while not _waiting_copy(watcher):
+            while not (blocked := _waiting_copy(watcher)):
                 assert time.monotonic() < deadline, "the request never reached the second COPY"
                 time.sleep(0.01)
             process.send_signal(signal.SIGKILL)
@@ -69,7 +70,7 @@ async def test_killing_the_server_mid_batch_stores_nothing(
             sender.join(timeout=30)
             deadline = time.monotonic() + 30
             while watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'castmetrics-api'"
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (blocked,)
             ).fetchone() != (0,):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)

@@ -59,28 +59,44 @@ async def _scope(principal: Principal, kind: str, scope_id: uuid.UUID | None) ->
 
 async def _timeseries(
     principal: Principal, kind: str, scope_id: uuid.UUID | None, metric: str, start: str | None, end: str | None,
-    tz: str,
+    tz: str, interval: str = "day",
 ) -> dict[str, Any]:  # fmt: skip
     zone = _zone(tz)
     first, last = day_range(start, end, zone)
     scope = await _scope(principal, kind, scope_id)
-    points = await service.timeseries(principal.session, scope, metric, first, last, zone.key)
+    estimate = False
+    if metric in service.DOWNLOAD_METRICS:
+        if zone.key != "UTC":
+            raise Invalid("downloads and listeners are counted per UTC day (IAB); omit tz or use UTC", parameter="tz")
+        values, estimate = await service.download_series(principal.session, scope, metric, first, last, interval)
+        points = [(day, round(value)) for day, value in values]
+    elif interval != "day":
+        raise Invalid(f"{metric} is available by day (interval=day)", parameter="interval")
+    else:
+        points = await service.timeseries(principal.session, scope, metric, first, last, zone.key)
     return {
         "metric": metric,
-        "interval": "day",
+        "interval": interval,
         "tz": zone.key,
+        "estimate": estimate,
         "points": [{"bucket": datetime.combine(day, time.min, tzinfo=zone), "value": value} for day, value in points],
     }
 
 
 async def _breakdown(
-    principal: Principal, kind: str, scope_id: uuid.UUID | None, start: str | None, end: str | None, tz: str
-) -> dict[str, Any]:
+    principal: Principal, kind: str, scope_id: uuid.UUID | None, by: str, start: str | None, end: str | None,
+    tz: str,
+) -> dict[str, Any]:  # fmt: skip
     zone = _zone(tz)
     first, last = day_range(start, end, zone)
     scope = await _scope(principal, kind, scope_id)
-    items = await service.event_type_breakdown(principal.session, scope, first, last, zone.key)
-    return {"by": "event_type", "items": items}
+    if by == "event_type":
+        items = await service.event_type_breakdown(principal.session, scope, first, last, zone.key)
+    else:
+        if zone.key != "UTC":
+            raise Invalid("downloads and listeners are counted per UTC day (IAB); omit tz or use UTC", parameter="tz")
+        items = await service.download_breakdown(principal.session, scope, by, first, last)
+    return {"by": by, "items": items}
 
 
 @router.get("/tenant/timeseries", response_model=TimeseriesOut, summary="Time series for the whole tenant")
@@ -88,7 +104,7 @@ async def tenant_timeseries(
     principal: Reader, metric: Metric, start: From = None, to: Bound = None, interval: Interval = "day",
     tz: Zone = "UTC",
 ) -> dict[str, Any]:  # fmt: skip
-    return await _timeseries(principal, "tenant", None, metric, start, to, tz)
+    return await _timeseries(principal, "tenant", None, metric, start, to, tz, interval)
 
 
 @router.get("/podcasts/{podcast_id}/timeseries", response_model=TimeseriesOut, summary="Time series for a podcast")
@@ -96,7 +112,7 @@ async def podcast_timeseries(
     podcast_id: uuid.UUID, principal: Reader, metric: Metric, start: From = None, to: Bound = None,
     interval: Interval = "day", tz: Zone = "UTC",
 ) -> dict[str, Any]:  # fmt: skip
-    return await _timeseries(principal, "podcast", podcast_id, metric, start, to, tz)
+    return await _timeseries(principal, "podcast", podcast_id, metric, start, to, tz, interval)
 
 
 @router.get("/episodes/{episode_id}/timeseries", response_model=TimeseriesOut, summary="Time series for an episode")
@@ -104,27 +120,42 @@ async def episode_timeseries(
     episode_id: uuid.UUID, principal: Reader, metric: Metric, start: From = None, to: Bound = None,
     interval: Interval = "day", tz: Zone = "UTC",
 ) -> dict[str, Any]:  # fmt: skip
-    return await _timeseries(principal, "episode", episode_id, metric, start, to, tz)
+    return await _timeseries(principal, "episode", episode_id, metric, start, to, tz, interval)
 
 
-@router.get("/tenant/breakdown", response_model=BreakdownOut, summary="Breakdown for the whole tenant")
+@router.get(
+    "/tenant/breakdown",
+    response_model=BreakdownOut,
+    response_model_exclude_none=True,
+    summary="Breakdown for the whole tenant",
+)
 async def tenant_breakdown(
     principal: Reader, by: BreakdownBy, start: From = None, to: Bound = None, tz: Zone = "UTC"
 ) -> dict[str, Any]:
-    return await _breakdown(principal, "tenant", None, start, to, tz)
+    return await _breakdown(principal, "tenant", None, by, start, to, tz)
 
 
-@router.get("/podcasts/{podcast_id}/breakdown", response_model=BreakdownOut, summary="Breakdown for a podcast")
+@router.get(
+    "/podcasts/{podcast_id}/breakdown",
+    response_model=BreakdownOut,
+    response_model_exclude_none=True,
+    summary="Breakdown for a podcast",
+)
 async def podcast_breakdown(
     podcast_id: uuid.UUID, principal: Reader, by: BreakdownBy, start: From = None, to: Bound = None,
     tz: Zone = "UTC",
 ) -> dict[str, Any]:  # fmt: skip
-    return await _breakdown(principal, "podcast", podcast_id, start, to, tz)
+    return await _breakdown(principal, "podcast", podcast_id, by, start, to, tz)
 
 
-@router.get("/episodes/{episode_id}/breakdown", response_model=BreakdownOut, summary="Breakdown for an episode")
+@router.get(
+    "/episodes/{episode_id}/breakdown",
+    response_model=BreakdownOut,
+    response_model_exclude_none=True,
+    summary="Breakdown for an episode",
+)
 async def episode_breakdown(
     episode_id: uuid.UUID, principal: Reader, by: BreakdownBy, start: From = None, to: Bound = None,
     tz: Zone = "UTC",
 ) -> dict[str, Any]:  # fmt: skip
-    return await _breakdown(principal, "episode", episode_id, start, to, tz)
+    return await _breakdown(principal, "episode", episode_id, by, start, to, tz)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.events import rollups
 from castmetrics.events.validation import LISTENER_TYPES
+from castmetrics.measurement import counting, sketches
 
 # metric -> (rollup column, raw expression)
 COUNT_METRICS = {"plays": "play", "completes": "complete", "skips": "skip"}
@@ -162,3 +163,121 @@ async def event_type_breakdown(
         totals[event_type] += value
     ranked = sorted(((key, count) for key, count in totals.items() if count), key=lambda kv: (-kv[1], kv[0]))
     return [{"key": key, "count": count} for key, count in ranked]
+
+
+# --- downloads and listeners (IAB counting of prefix requests) ---------------------------------------
+
+DOWNLOAD_METRICS = ("downloads", "listeners")
+DIMENSIONS = ("country", "app", "device", "device_category")
+
+
+def _scope_id(scope: Scope) -> uuid.UUID:
+    return scope.id if scope.id is not None else counting.ALL_PODCASTS
+
+
+async def _raw_downloads_day(session: AsyncSession, scope: Scope, day: date, group: str | None = None) -> Any:
+    """(downloads, listeners) of ``scope`` on one UTC day counted from the recorded requests,
+    optionally grouped by a dimension."""
+    start, end = counting.day_bounds(day)
+    inner = counting.downloads_query(scope.raw_filter("r"))
+    key = f"d.{group}" if group else "NULL"
+    rows = await session.execute(
+        text(
+            f"SELECT {key} AS key, count(*) AS downloads, count(DISTINCT d.client_hash) AS listeners "
+            f"FROM ({inner}) d GROUP BY 1"
+        ),
+        {"t": scope.tenant_id, "scope_id": scope.id, "start": start, "end": end},
+    )
+    return rows.all()
+
+
+async def downloads_by_day(
+    session: AsyncSession, scope: Scope, metric: str, first: date, last: date
+) -> dict[date, int]:
+    """Daily ``downloads`` or exact daily ``listeners`` from rollups, and raw requests for pending days."""
+    pending = await rollups.pending_days(session, scope.tenant_id, first, last, kind="download")
+    params: dict[str, Any] = {"t": scope.tenant_id, "scope_id": scope.id, "a": first, "b": last}
+    if metric == "downloads":
+        query = (
+            "SELECT d.day, sum(d.downloads) AS value FROM download_daily d "
+            f"WHERE d.tenant_id = :t AND d.day BETWEEN :a AND :b{scope.raw_filter('d')} GROUP BY d.day"
+        )
+    else:
+        params["scope"] = _scope_id(scope)
+        query = (
+            "SELECT day, listeners AS value FROM download_listeners_daily "
+            "WHERE tenant_id = :t AND scope_id = :scope AND day BETWEEN :a AND :b"
+        )
+    values = {row.day: int(row.value) for row in await session.execute(text(query), params) if row.day not in pending}
+    for day in sorted(pending):
+        for row in await _raw_downloads_day(session, scope, day):
+            values[day] = int(row.downloads if metric == "downloads" else row.listeners)
+    return values
+
+
+async def downloads_from_raw(
+    session: AsyncSession, scope: Scope, metric: str, first: date, last: date
+) -> dict[date, int]:
+    """The same daily values counted from the recorded requests alone (the reference)."""
+    values: dict[date, int] = {}
+    for day in _days(first, last):
+        for row in await _raw_downloads_day(session, scope, day):
+            values[day] = int(row.downloads if metric == "downloads" else row.listeners)
+    return values
+
+
+def bucket_start(day: date, interval: str) -> date:
+    if interval == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+async def download_series(
+    session: AsyncSession, scope: Scope, metric: str, first: date, last: date, interval: str
+) -> tuple[list[tuple[date, float]], bool]:
+    """``downloads`` or ``listeners`` per day, week or month (UTC days); answers the points and
+    whether they are estimates (listeners over more than a day come from HyperLogLog sketches)."""
+    if interval == "day":
+        values = await downloads_by_day(session, scope, metric, first, last)
+        return [(day, float(values.get(day, 0))) for day in _days(first, last)], False
+    buckets: dict[date, list[date]] = {}
+    for day in _days(first, last):
+        buckets.setdefault(bucket_start(day, interval), []).append(day)
+    if metric == "downloads":
+        daily = await downloads_by_day(session, scope, metric, first, last)
+        return [(start, float(sum(daily.get(day, 0) for day in days))) for start, days in buckets.items()], False
+    points = [
+        (start, round(await sketches.estimate(session, scope.tenant_id, _scope_id(scope), days)))
+        for start, days in buckets.items()
+    ]
+    return [(start, float(value)) for start, value in points], True
+
+
+async def download_breakdown(
+    session: AsyncSession, scope: Scope, by: str, first: date, last: date
+) -> list[dict[str, Any]]:
+    """Downloads and listeners per country, app, device or device category, most downloads first.
+    Listeners per key add up each day's exact listeners (a client counts once a day)."""
+    if by not in DIMENSIONS:
+        raise ValueError(by)
+    pending = await rollups.pending_days(session, scope.tenant_id, first, last, kind="download")
+    totals: dict[str, list[int]] = {}
+    rows = await session.execute(
+        text(
+            "SELECT key, sum(downloads) AS downloads, sum(listeners) AS listeners FROM download_breakdown_daily "
+            "WHERE tenant_id = :t AND scope_id = :scope AND dimension = :by AND day BETWEEN :a AND :b "
+            "AND NOT (day = ANY(:pending)) GROUP BY 1"
+        ),
+        {"t": scope.tenant_id, "scope": _scope_id(scope), "by": by, "a": first, "b": last, "pending": sorted(pending)},
+    )
+    for row in rows:
+        totals[row.key] = [int(row.downloads), int(row.listeners)]
+    for day in sorted(pending):
+        for row in await _raw_downloads_day(session, scope, day, by):
+            entry = totals.setdefault(row.key or counting.UNKNOWN, [0, 0])
+            entry[0] += int(row.downloads)
+            entry[1] += int(row.listeners)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [{"key": key, "downloads": value[0], "listeners": value[1]} for key, value in ranked]

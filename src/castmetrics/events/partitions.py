@@ -19,7 +19,9 @@ from castmetrics.db.session import Database
 log = structlog.get_logger(__name__)
 
 SCHEMA = "castmetrics_events"
-KINDS = ("listener", "attribution")
+# The day-partitioned tables, by kind (download requests come from the measurement prefix).
+TABLES = {"listener": "listener_events", "attribution": "attribution_events", "download": "download_requests"}
+KINDS = tuple(TABLES)
 AHEAD_DAYS = 7
 
 Clock = Callable[[], datetime]
@@ -30,7 +32,7 @@ def utc_now() -> datetime:
 
 
 def partition_name(kind: str, day: date) -> str:
-    return f"{kind}_events_p{day:%Y%m%d}"
+    return f"{TABLES[kind]}_p{day:%Y%m%d}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,12 @@ class PartitionCache:
         self._days.clear()
 
 
-CACHE = PartitionCache()
+# One cache per database (a process normally has one; tests and tools may have several).
+_CACHES: dict[str, PartitionCache] = {}
+
+
+def cache_for(db: Database) -> PartitionCache:
+    return _CACHES.setdefault(db.url, PartitionCache())
 
 
 async def existing_days(db: Database) -> set[date]:
@@ -77,16 +84,16 @@ async def existing_days(db: Database) -> set[date]:
             text(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relname ~ '_events_p[0-9]{8}$'"
+                "WHERE n.nspname = :schema AND c.relname ~ '_p[0-9]{8}$'"
             ),
             {"schema": SCHEMA},
         )
-        per_kind: dict[str, set[date]] = {kind: set() for kind in KINDS}
+        per_table: dict[str, set[date]] = {table: set() for table in TABLES.values()}
         for (name,) in rows:
-            kind = name.split("_events_p")[0]
-            if kind in per_kind:
-                per_kind[kind].add(datetime.strptime(name[-8:], "%Y%m%d").date())
-    return per_kind["listener"] & per_kind["attribution"]
+            table = name[: -len("_p00000000")]
+            if table in per_table:
+                per_table[table].add(datetime.strptime(name[-8:], "%Y%m%d").date())
+    return set.intersection(*per_table.values())
 
 
 async def ensure(db: Database, first: date, last: date) -> int:
@@ -97,7 +104,7 @@ async def ensure(db: Database, first: date, last: date) -> int:
                 text("SELECT castmetrics_event_partitions_ensure(:first, :last)"), {"first": first, "last": last}
             )
         ).scalar_one()
-    CACHE.add(first + timedelta(days=offset) for offset in range((last - first).days + 1))
+    cache_for(db).add(first + timedelta(days=offset) for offset in range((last - first).days + 1))
     if created:
         log.info("events.partitions_created", first=str(first), last=str(last), tables=created)
     return int(created)
@@ -105,12 +112,13 @@ async def ensure(db: Database, first: date, last: date) -> int:
 
 async def ensure_days(db: Database, days: Iterable[date]) -> None:
     """Make sure each day has its partitions; asks the database only about days not seen before."""
-    missing = CACHE.missing(days)
+    cache = cache_for(db)
+    missing = cache.missing(days)
     if not missing:
         return
     existing = await existing_days(db)
-    CACHE.add(existing)
-    for day in CACHE.missing(missing):
+    cache.add(existing)
+    for day in cache.missing(missing):
         await ensure(db, day, day)
 
 
@@ -123,7 +131,7 @@ async def drop_expired(db: Database, today: date, retention_days: int) -> list[s
                 await session.execute(text("SELECT castmetrics_event_partitions_drop(:before)"), {"before": cutoff})
             ).scalars()
         )
-    CACHE.clear()  # other days may be gone too; the cache refills from the catalog
+    cache_for(db).clear()  # other days may be gone too; the cache refills from the catalog
     if dropped:
         log.info("events.partitions_dropped", before=str(cutoff), partitions=len(dropped))
     return dropped

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from castmetrics.errors import ContentTooLarge, Invalid, UnsupportedMediaType
-from castmetrics.events import service
+from castmetrics.events import service, validation
 from castmetrics.events.schemas import AttributionEventIn, IngestOut, ListenerEventIn, request_body
 from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
@@ -47,16 +47,16 @@ def parse_batch(content_type: str, body: bytes) -> tuple[list[tuple[int, Any]], 
 
 
 async def _ingest(request: Request, principal: Principal, kind: str) -> dict[str, Any]:
-    items, broken = parse_batch(request.headers.get("content-type", ""), await request.body())
-    settings = settings_of(request)
-    result = await service.ingest(
-        principal.session,
-        principal.tenant,
-        kind,
-        items,
-        db=get_database(request),
-        retention_days=settings.event_retention_days,
-        pre_rejected=broken,
+    body = await request.body()
+    retention_days = settings_of(request).event_retention_days
+    # Parsing and validation in one synchronous stretch: the parsed items are dropped before the
+    # collector resumes, so it never scans them (see ``collector_paused``).
+    with validation.collector_paused():
+        items, broken = parse_batch(request.headers.get("content-type", ""), body)
+        checked = service.check(kind, principal.tenant.id, items, retention_days=retention_days)
+        del items
+    result = await service.store(
+        principal.session, principal.tenant, kind, checked, db=get_database(request), pre_rejected=broken
     )
     return result.as_dict()
 

@@ -46,14 +46,17 @@ async def _known(session: AsyncSession, model: type[Episode] | type[Campaign], i
     return set((await session.execute(select(model.id).where(model.id.in_(ids)))).scalars())
 
 
-async def note_days(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date]) -> None:
+async def note_days(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date], kind: str = "listener") -> None:
     """Log the days a committed batch wrote, so the rollup refresh recomputes them (and queries read
-    those days from raw events until it has)."""
+    those days from raw rows until it has)."""
     day_list = sorted(set(days))
     if day_list:
         await session.execute(
-            text("INSERT INTO rollup_invalidations (tenant_id, day) SELECT :t, unnest(CAST(:days AS date[]))"),
-            {"t": tenant_id, "days": day_list},
+            text(
+                "INSERT INTO rollup_invalidations (tenant_id, day, kind) "
+                "SELECT :t, unnest(CAST(:days AS date[])), :kind"
+            ),
+            {"t": tenant_id, "days": day_list, "kind": kind},
         )
 
 
@@ -83,6 +86,11 @@ async def _conversions(
         )
 
 
+def accepted_range(retention_days: int, now: datetime | None = None) -> partitions.AcceptedRange:
+    """The span of ``occurred_at`` accepted now: the retention behind, a day ahead."""
+    return partitions.AcceptedRange.at(now or partitions.utc_now(), retention_days)
+
+
 async def ingest(
     session: AsyncSession,
     tenant: Tenant,
@@ -99,25 +107,61 @@ async def ingest(
 
     ``db`` serves the partition DDL, which runs in its own short transaction. ``enforce_limits``
     false (the operator's bulk import) still counts usage but refuses nothing for quota or rate."""
+    checked = check(kind, tenant.id, items, retention_days=retention_days, now=now)
+    return await store(session, tenant, kind, checked, db=db, enforce_limits=enforce_limits, pre_rejected=pre_rejected)
+
+
+def check(
+    kind: str,
+    tenant_id: uuid.UUID,
+    items: Iterable[tuple[int, Any]],
+    *,
+    retention_days: int,
+    now: datetime | None = None,
+) -> validation.Validated:
+    """The first half of ``ingest``, no database needed: each ``(index, item)`` validated."""
     if kind not in KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
-    accepted_range = partitions.AcceptedRange.at(now or partitions.utc_now(), retention_days)
-    checked, episode_ids, campaign_ids = validation.validate(kind, tenant.id, items, accepted_range)
+    checker = validation.Checker(kind, tenant_id, accepted_range(retention_days, now))
+    checker.feed(items)
+    return checker.result
+
+
+async def store(
+    session: AsyncSession,
+    tenant: Tenant,
+    kind: str,
+    checked: validation.Validated,
+    *,
+    db: Database,
+    enforce_limits: bool = True,
+    pre_rejected: list[dict[str, Any]] | None = None,
+) -> IngestResult:
+    """The second half of ``ingest``: store a batch already validated (``validation.Checker``, which
+    the bulk import runs on its next batch while this one is written)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
     checked = validation.drop_unknown_references(
-        checked, kind, await _known(session, Episode, episode_ids), await _known(session, Campaign, campaign_ids)
+        checked,
+        kind,
+        await _known(session, Episode, checked.episode_ids),
+        await _known(session, Campaign, checked.campaign_ids),
     )
-    if pre_rejected:
-        checked.rejected = sorted(pre_rejected + checked.rejected, key=lambda r: r["index"])
+    # A new list: ``checked`` is left as it came, so a batch can be stored again after a rollback.
+    rejected = sorted((pre_rejected or []) + checked.rejected, key=lambda r: r["index"])
     rows = checked.rows
     if enforce_limits and rows:
         await quotas.check_events_room(session, tenant, len(rows))
         await quotas.peek_ingest_tokens(session, tenant, len(rows))
-    await partitions.ensure_days(db, checked.days)
-    written = await writer.write(session, kind, rows)
+    by_day = writer.group_by_day(rows)
+    await partitions.ensure_days(db, by_day)
+    written = await writer.write(session, kind, rows, by_day=by_day)
     if written.accepted:
         if kind == "listener":
-            stored = rows if written.new_positions is None else [rows[i] for i in written.new_positions]
-            await note_days(session, tenant.id, (row[-1].astimezone(UTC).date() for row in stored))
+            if written.new_positions is None:
+                await note_days(session, tenant.id, by_day)
+            else:
+                await note_days(session, tenant.id, (validation.utc_day(rows[i][-1]) for i in written.new_positions))
         else:
             await _conversions(session, tenant.id, rows, written.new_positions)
     await quotas.add_events(session, tenant, written.accepted, enforce=enforce_limits)
@@ -126,5 +170,5 @@ async def ingest(
     return IngestResult(
         accepted=written.accepted,
         duplicates=checked.duplicates + len(rows) - written.accepted,
-        rejected=checked.rejected,
+        rejected=rejected,
     )

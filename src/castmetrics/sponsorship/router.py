@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, timedelta
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from castmetrics.http.auth import requires
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.timerange import parse_bound
 from castmetrics.identity.service import Principal
+from castmetrics.measurement import service as measurement
 from castmetrics.sponsorship import service
 from castmetrics.sponsorship.models import Booking, Campaign
 from castmetrics.sponsorship.schemas import (
@@ -65,10 +67,15 @@ def _campaign_out(campaign: Campaign) -> CampaignOut:
     return out
 
 
-def _booking_out(booking: Booking, warnings: list[BookingWarning]) -> BookingOut:
+def _booking_out(booking: Booking, warnings: list[BookingWarning], delivered: dict[uuid.UUID, int]) -> BookingOut:
     out = BookingOut.model_validate(booking)
     out.warnings = warnings
+    out.delivered_impressions = delivered.get(booking.id, 0)
     return out
+
+
+async def _delivered(principal: Principal, bookings: Sequence[Booking]) -> dict[uuid.UUID, int]:
+    return await measurement.delivered_impressions(principal.session, bookings)
 
 
 # --- sponsors ------------------------------------------------------------------------------------
@@ -252,7 +259,8 @@ async def list_bookings(
         principal.session, campaign_id, limit=limit, cursor=cursor, status=booking_status, podcast_id=podcast_id
     )
     warnings = await service.inventory_warnings(principal.session, bookings)
-    return Page(items=[_booking_out(b, warnings.get(b.id, [])) for b in bookings], next_cursor=next_cursor)
+    delivered = await _delivered(principal, bookings)
+    return Page(items=[_booking_out(b, warnings.get(b.id, []), delivered) for b in bookings], next_cursor=next_cursor)
 
 
 @router.post(
@@ -271,7 +279,7 @@ async def create_booking(
     answer's `warnings` list other live bookings of the same podcast placement over the same days."""
     campaign = await service.get_campaign(principal.session, campaign_id, for_update=True)
     booking, warnings = await service.create_booking(principal.session, principal.actor, campaign, body)
-    return _booking_out(booking, warnings)
+    return _booking_out(booking, warnings, await _delivered(principal, [booking]))
 
 
 @router.get("/campaigns/{campaign_id}/bookings/{booking_id}", response_model=BookingOut, summary="Get a booking")
@@ -281,7 +289,7 @@ async def get_booking(
     """One booking of the campaign, with its inventory `warnings`."""
     booking = await service.get_booking(principal.session, campaign_id, booking_id)
     warnings = await service.inventory_warnings(principal.session, [booking])
-    return _booking_out(booking, warnings.get(booking.id, []))
+    return _booking_out(booking, warnings.get(booking.id, []), await _delivered(principal, [booking]))
 
 
 @router.patch("/campaigns/{campaign_id}/bookings/{booking_id}", response_model=BookingOut, summary="Update a booking")
@@ -295,7 +303,7 @@ async def update_booking(
     campaign = await service.get_campaign(principal.session, campaign_id, for_update=True)
     booking = await service.get_booking(principal.session, campaign_id, booking_id)
     booking, warnings = await service.update_booking(principal.session, principal.actor, campaign, booking, body)
-    return _booking_out(booking, warnings)
+    return _booking_out(booking, warnings, await _delivered(principal, [booking]))
 
 
 @router.delete(

@@ -244,6 +244,9 @@ class BookingOut(BaseModel):
     make_good_of: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    delivered_impressions: int = Field(
+        default=0, description="IAB downloads of the booked episodes inside the flight (docs/measurement.md rule 9)."
+    )
     warnings: list[BookingWarning] = Field(
         default_factory=list, description="Other live bookings of the same podcast placement over the same days."
     )

@@ -200,6 +200,8 @@ def upgrade() -> None:
             tenant_id uuid NOT NULL,
             id bigint GENERATED ALWAYS AS IDENTITY,
             day date NOT NULL,
+            kind text NOT NULL DEFAULT 'listener'
+                CONSTRAINT ck_rollup_invalidations_kind CHECK (kind IN ('listener', 'download')),
             created_at timestamptz NOT NULL DEFAULT now(),
             CONSTRAINT pk_rollup_invalidations PRIMARY KEY (tenant_id, id)
         )

@@ -1,0 +1,472 @@
+"""Benchmark: event ingestion over HTTP and by bulk import, against a raw binary COPY.
+
+Measured in one run against a fresh PostgreSQL (a throw-away embedded server, or a scratch database
+on the server ``DATABASE_URL`` names), migrated by castmetrics, with listener events from one
+generator (fresh ids each phase, ``occurred_at`` spread over the last three days):
+
+a. reference: a raw binary COPY (psycopg, as the owner) of pre-built rows into the partitioned
+   ``listener_events`` (through the parent), 5,000 rows a batch, one transaction each;
+b. HTTP: ``castmetrics serve`` (one process, no job worker) taking batches of 5,000 events as JSON
+   from a few concurrent clients for about 20 s: sustained events/s, its ratio to (a), the server's
+   peak RSS;
+c. bulk import: ``castmetrics events import`` of an NDJSON file: events/s as the command reports it
+   (reading, validating and writing; the process start and its migration check are reported apart).
+
+Targets: (b) at least 50,000 events/s, at least 40% of (a), peak RSS under 400 MB; (c) at least 60%
+of (a). Run ``python -m bench.ingest`` from the repository root; prints a table and writes
+``bench/results/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import set_json_dumps
+
+BATCH = 5_000
+EPISODES = 50
+APP_ROLE = "castmetrics_bench_app"
+PASSWORD = "correct horse battery staple 42"
+EVENT_TYPES = ("download", "play", "pause", "resume", "seek", "skip", "progress", "complete")
+COLUMNS = ("tenant_id", "id", "episode_id", "listener_id", "event_type", "event_data", "occurred_at")
+TYPES = ("uuid", "uuid", "uuid", "text", "text", "jsonb", "timestamptz")
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+TARGETS = {"http_events_per_s": 50_000, "http_ratio": 0.40, "http_peak_rss_mb": 400, "import_ratio": 0.60}
+
+
+def generate(count: int, episode_ids: list[str], seed: int) -> list[dict[str, Any]]:
+    """Listener events as a client sends them: fresh ids, over the last three days, a quarter with
+    ``event_data`` (progress and complete events carry ``listened_seconds``)."""
+    rnd = random.Random(seed)
+    newest = datetime.now(UTC) - timedelta(minutes=2)
+    span = 3 * 86_400 - 600
+    events = []
+    for _ in range(count):
+        event_type = EVENT_TYPES[rnd.randrange(len(EVENT_TYPES))]
+        event: dict[str, Any] = {
+            "id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+            "episode_id": episode_ids[rnd.randrange(len(episode_ids))],
+            "listener_id": f"listener-{rnd.randrange(200_000):06d}",
+            "event_type": event_type,
+            "occurred_at": (newest - timedelta(seconds=rnd.random() * span)).isoformat(),
+        }
+        if event_type in ("progress", "complete"):
+            event["event_data"] = {"listened_seconds": rnd.randrange(1, 3600), "app": "bench-player"}
+        events.append(event)
+    return events
+
+
+def as_rows(tenant_id: uuid.UUID, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            tenant_id,
+            uuid.UUID(e["id"]),
+            uuid.UUID(e["episode_id"]),
+            e["listener_id"],
+            e["event_type"],
+            e.get("event_data"),
+            datetime.fromisoformat(e["occurred_at"]),
+        )
+        for e in events
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the database ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(root: Path) -> Iterator[str]:
+    """The owner's URL of an empty database: on ``DATABASE_URL``'s server (dropped afterwards) or on
+    an embedded server in ``root``."""
+    from castmetrics.db import urls
+
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        name = f"castmetrics_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(urls.libpq_url(external), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urls.with_database(external, name)
+        finally:
+            with psycopg.connect(urls.libpq_url(external), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        return
+    from castmetrics.db.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(root / "pg", database="bench")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+async def _setup_tenant(owner_url: str, runtime_url: str) -> dict[str, Any]:
+    """An enterprise tenant without an events quota or ingest rate, a podcast with 50 episodes and a
+    verified owner (who creates the ``ingest`` key once the server runs)."""
+    from castmetrics.audit.service import Actor
+    from castmetrics.catalog import service as catalog
+    from castmetrics.catalog.schemas import EpisodeIn, PodcastIn
+    from castmetrics.config import Settings
+    from castmetrics.db.session import Database
+    from castmetrics.identity import service as identity
+    from castmetrics.tenancy.schemas import TenantCreate
+
+    settings = Settings(database_url=owner_url, app_role=APP_ROLE, bcrypt_rounds=4)
+    actor = Actor.system("bench")
+    tenant_id = uuid.uuid4()
+    slug = f"bench-{tenant_id.hex[:8]}"
+    email = f"owner@{slug}.example.com"
+    db = Database(runtime_url, pool_size=1, max_overflow=0)
+    try:
+        async with db.tenant_transaction(tenant_id) as session:
+            tenant = await identity.provision_tenant(
+                session,
+                TenantCreate(name="Bench Network", slug=slug, subscription_tier="enterprise"),
+                actor,
+                tenant_id=tenant_id,
+            )
+            await identity.create_user(
+                session,
+                settings,
+                tenant_id,
+                email=email,
+                name="Bench Owner",
+                password=PASSWORD,
+                role_names=["owner"],
+                actor=actor,
+                email_verified=True,
+            )
+            podcast = await catalog.create_podcast(session, tenant, actor, PodcastIn(name="Bench Show"))
+            episode_ids = [
+                str((await catalog.create_episode(session, actor, podcast, EpisodeIn(title=f"Episode {n}"))).id)
+                for n in range(1, EPISODES + 1)
+            ]
+    finally:
+        await db.dispose()
+    from castmetrics.db import urls
+
+    with psycopg.connect(urls.libpq_url(owner_url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tenants SET metadata = metadata || %s::jsonb WHERE id = %s",
+            (json.dumps({"quotas": {"ingest_rate": None, "events_per_month": None}}), tenant_id),
+        )
+        today = datetime.now(UTC).date()
+        conn.execute("SELECT castmetrics_event_partitions_ensure(%s, %s)", (today - timedelta(days=4), today))
+    return {"tenant_id": tenant_id, "slug": slug, "email": email, "episode_ids": episode_ids}
+
+
+def _empty_events(owner_url: str) -> None:
+    """Every phase starts from empty event tables and a checkpoint, so none pays for another's WAL."""
+    from castmetrics.db import urls
+
+    with psycopg.connect(urls.libpq_url(owner_url), autocommit=True) as conn:
+        conn.execute("TRUNCATE listener_events, rollup_invalidations")
+        conn.execute("CHECKPOINT")
+
+
+def _count_events(owner_url: str) -> int:
+    from castmetrics.db import urls
+
+    with psycopg.connect(urls.libpq_url(owner_url)) as conn:
+        row = conn.execute("SELECT count(*) FROM listener_events").fetchone()
+        return int(row[0]) if row else 0
+
+
+# --- a. the reference ------------------------------------------------------------------------------
+
+
+def reference_copy(owner_url: str, rows: list[tuple[Any, ...]]) -> float:
+    """Rows per second of a plain binary COPY into the partitioned parent, 5,000 rows a transaction."""
+    from castmetrics.db import urls
+
+    statement = sql.SQL("COPY listener_events ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    )
+    with psycopg.connect(urls.libpq_url(owner_url)) as conn:
+        set_json_dumps(orjson.dumps, context=conn)
+        started = time.perf_counter()
+        for start in range(0, len(rows), BATCH):
+            with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(list(TYPES))
+                for row in rows[start : start + BATCH]:
+                    copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+    return len(rows) / elapsed
+
+
+# --- b. HTTP ---------------------------------------------------------------------------------------
+
+
+def _server_env(owner_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASTMETRICS_")}
+    env.update(
+        {
+            "DATABASE_URL": owner_url,
+            "CASTMETRICS_APP_ROLE": APP_ROLE,
+            "CASTMETRICS_IN_PROCESS_WORKER": "false",
+            "CASTMETRICS_LOG_LEVEL": "WARNING",
+            "CASTMETRICS_LOG_JSON": "true",
+        }
+    )
+    return env
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _post_batches(
+    base: str, key: str, bodies: list[bytes], in_flight: int, seconds: float
+) -> tuple[int, int, int, float]:
+    """Posts ``bodies`` from ``in_flight`` concurrent clients until they run out or ``seconds`` pass;
+    answers events accepted, duplicates, rejected and the seconds taken."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    totals = [0, 0, 0]
+    pending = iter(bodies)
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=300, limits=limits) as client:
+
+        async def post(body: bytes) -> None:
+            response = await client.post("/v1/events/listener", content=body)
+            if response.status_code != 200:
+                raise RuntimeError(f"ingestion answered {response.status_code}: {response.text[:300]}")
+            answer = orjson.loads(response.content)
+            totals[0] += answer["accepted"]
+            totals[1] += answer["duplicates"]
+            totals[2] += len(answer["rejected"])
+
+        async def sender(deadline: float) -> None:
+            while time.perf_counter() < deadline and (body := next(pending, None)) is not None:
+                await post(body)
+
+        await post(next(pending))  # warm-up: the first body alone (connections, partition cache)
+        totals[:] = [0, 0, 0]
+        started = time.perf_counter()
+        await asyncio.gather(*(sender(started + seconds) for _ in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    return totals[0], totals[1], totals[2], elapsed
+
+
+def http_ingestion(
+    owner_url: str, setup: dict[str, Any], bodies: list[bytes], in_flight: int, seconds: float, log: Path
+) -> dict[str, Any]:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "1"],
+            env=_server_env(owner_url),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"castmetrics serve did not become ready (see {log})")
+            time.sleep(0.05)
+        login = httpx.post(f"{base}/v1/auth/login", json={"email": setup["email"], "password": PASSWORD})
+        login.raise_for_status()
+        token = login.json()["access_token"]
+        made = httpx.post(
+            f"{base}/v1/api-keys",
+            json={"name": "bench", "scopes": ["ingest"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        made.raise_for_status()
+        rss_ready = _peak_rss_mb(server.pid)
+        accepted, duplicates, rejected, elapsed = asyncio.run(
+            _post_batches(base, made.json()["key"], bodies, in_flight, seconds)
+        )
+        peak = _peak_rss_mb(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    if duplicates or rejected:
+        raise RuntimeError(f"HTTP phase: {duplicates} duplicates and {rejected} rejected, expected none")
+    return {
+        "events": accepted,
+        "seconds": elapsed,
+        "events_per_s": accepted / elapsed,
+        "in_flight": in_flight,
+        "batch": BATCH,
+        "server_rss_ready_mb": round(rss_ready, 1),
+        "server_peak_rss_mb": round(peak, 1),
+    }
+
+
+# --- c. bulk import --------------------------------------------------------------------------------
+
+
+def bulk_import(owner_url: str, setup: dict[str, Any], path: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "castmetrics", "events", "import", str(path), "--tenant", setup["slug"]],
+        env=_server_env(owner_url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"events import exited {done.returncode}: {done.stdout[-500:]} {done.stderr[-2000:]}")
+    summary = done.stdout.strip().splitlines()[-1]
+    found = re.search(r"([\d,]+) accepted.* in ([\d.]+) s \(([\d,]+) events/s\)", summary)
+    if found is None:
+        raise RuntimeError(f"cannot read the import's summary: {summary!r}")
+    accepted = int(found.group(1).replace(",", ""))
+    return {
+        "events": accepted,
+        "seconds": float(found.group(2)),
+        "events_per_s": float(found.group(3).replace(",", "")),
+        "process_wall_s": round(wall, 2),
+        "events_per_s_including_process_start": accepted / wall,
+        "summary": summary,
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=1_000_000, help="rows for the reference and the import")
+    parser.add_argument("--http-events", type=int, default=1_500_000, help="at most this many over HTTP")
+    parser.add_argument("--http-seconds", type=float, default=20.0, help="the HTTP phase's duration")
+    parser.add_argument("--in-flight", type=int, default=3, help="concurrent HTTP requests")
+    args = parser.parse_args()
+
+    from castmetrics.config import Settings
+    from castmetrics.db import migrate
+    from castmetrics.observability import configure_logging
+
+    configure_logging("WARNING", json=True)
+    with tempfile.TemporaryDirectory(prefix="castmetrics-bench-") as tmp, fresh_database(Path(tmp)) as owner_url:
+        root = Path(tmp)
+        runtime_url = migrate.migrate(Settings(database_url=owner_url, app_role=APP_ROLE), owner_url)
+        setup = asyncio.run(_setup_tenant(owner_url, runtime_url))
+        with psycopg.connect(owner_url) as conn:
+            server_version = conn.execute("SHOW server_version").fetchone()
+
+        print(f"generating {args.events:,} + {args.http_events:,} + {args.events:,} events …", file=sys.stderr)
+        rows = as_rows(setup["tenant_id"], generate(args.events, setup["episode_ids"], seed=1))
+        _empty_events(owner_url)
+        gc.collect()
+        gc.freeze()
+        print("a. reference COPY …", file=sys.stderr)
+        reference = reference_copy(owner_url, rows)
+        assert _count_events(owner_url) == len(rows)
+        del rows
+        gc.unfreeze()
+        gc.collect()
+
+        http_events = generate(args.http_events, setup["episode_ids"], seed=2)
+        bodies = [orjson.dumps(http_events[i : i + BATCH]) for i in range(0, len(http_events), BATCH)]
+        del http_events
+        gc.collect()
+        _empty_events(owner_url)
+        print(f"b. HTTP ingestion for {args.http_seconds:.0f} s …", file=sys.stderr)
+        http = http_ingestion(owner_url, setup, bodies, args.in_flight, args.http_seconds, root / "serve.log")
+        assert _count_events(owner_url) == http["events"] + BATCH  # and the warm-up batch
+        del bodies
+        gc.collect()
+
+        ndjson = root / "events.ndjson"
+        with ndjson.open("wb") as out:
+            for event in generate(args.events, setup["episode_ids"], seed=3):
+                out.write(orjson.dumps(event) + b"\n")
+        _empty_events(owner_url)
+        print("c. events import …", file=sys.stderr)
+        imported = bulk_import(owner_url, setup, ndjson)
+        assert imported["events"] == args.events == _count_events(owner_url), imported
+
+    http_ratio = http["events_per_s"] / reference
+    import_ratio = imported["events_per_s"] / reference
+    checks = {
+        "http_events_per_s": http["events_per_s"] >= TARGETS["http_events_per_s"],
+        "http_ratio": http_ratio >= TARGETS["http_ratio"],
+        "http_peak_rss_mb": http["server_peak_rss_mb"] < TARGETS["http_peak_rss_mb"],
+        "import_ratio": import_ratio >= TARGETS["import_ratio"],
+    }
+    lines = [
+        f"{'measurement':<44} {'events/s':>10} {'vs (a)':>7}  target",
+        f"{'a. raw binary COPY (reference)':<44} {reference:>10,.0f} {'1.00':>7}",
+        f"{'b. HTTP, ' + str(args.in_flight) + ' in flight x 5,000 events':<44} {http['events_per_s']:>10,.0f} "
+        f"{http_ratio:>7.2f}  >= 50,000/s: {_verdict(checks['http_events_per_s'])}; "
+        f">= 0.40: {_verdict(checks['http_ratio'])}",
+        f"{'   server peak RSS':<44} {http['server_peak_rss_mb']:>9.0f}M {'':>7}  < 400 MB: "
+        f"{_verdict(checks['http_peak_rss_mb'])}",
+        f"{'c. castmetrics events import (NDJSON)':<44} {imported['events_per_s']:>10,.0f} {import_ratio:>7.2f}  "
+        f">= 0.60: {_verdict(checks['import_ratio'])}",
+        f"{'   the same, with process start':<44} {imported['events_per_s_including_process_start']:>10,.0f} "
+        f"{imported['events_per_s_including_process_start'] / reference:>7.2f}",
+    ]
+    print("\n".join(lines))
+    result = {
+        "benchmark": "event_ingestion",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "postgres": server_version[0]},
+        "reference_copy": {"events": args.events, "batch": BATCH, "events_per_s": round(reference)},
+        "http": {**http, "events_per_s": round(http["events_per_s"]), "ratio_to_reference": round(http_ratio, 3)},
+        "bulk_import": {
+            **imported,
+            "events_per_s": round(imported["events_per_s"]),
+            "events_per_s_including_process_start": round(imported["events_per_s_including_process_start"]),
+            "ratio_to_reference": round(import_ratio, 3),
+        },
+        "targets": TARGETS,
+        "target_met": checks,
+        "all_targets_met": all(checks.values()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Bulk import of events from a file (``castmetrics events import``): NDJSON or CSV, streamed.
+
+The file is read in batches, never whole. Each batch is validated by the same code as the ingestion
+API (``validation.Checker``) and written by the same COPY path (``service.store``) in a transaction
+of its own, so an import stopped half-way keeps the batches it committed and a re-run counts them as
+duplicates. Reading and validating the next batch overlaps the database's work on the current one:
+the reader is an asyncio task that yields to the writer every few hundred records. Every refused
+record is reported by its line in the file (1-based; a CSV header is line 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import psycopg
+from sqlalchemy.exc import DBAPIError
+
+from castmetrics.db.session import Database
+from castmetrics.events import service, validation
+from castmetrics.tenancy.models import Tenant
+
+FORMATS = ("ndjson", "csv")
+EXTENSIONS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
+REQUIRED = {
+    "listener": ("episode_id", "listener_id", "event_type", "occurred_at"),
+    "attribution": ("campaign_id", "listener_id", "attribution_type", "occurred_at"),
+}
+FIELDS = {"listener": validation.LISTENER_FIELDS, "attribution": validation.ATTRIBUTION_FIELDS}
+JSON_COLUMNS = frozenset({"event_data", "attribution_data"})
+BLOCK = 1 << 20  # bytes read at a time
+SLICE = 100  # records validated between two turns of the writer
+CSV_BLOCK = 5000  # CSV records read at a time
+
+
+class BadInput(ValueError):
+    """The file cannot be imported at all (unreadable, unknown format, bad CSV header): nothing is written."""
+
+
+class ReadFailed(Exception):
+    """Reading the file failed part-way (an I/O error, a truncated gzip file); committed batches stay."""
+
+
+def detect_format(path: Path, given: str | None) -> str:
+    """``given``, else the format the file name says (``.gz`` looked through)."""
+    if given is not None:
+        if given not in FORMATS:
+            raise BadInput(f"--format must be ndjson or csv (got {given!r})")
+        return given
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    found = EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if found is None:
+        raise BadInput(f"cannot tell the format of {path.name} from its extension: pass --format ndjson or csv")
+    return found
+
+
+class Source:
+    """An opened input file: yields its records with their line numbers and turns them into events."""
+
+    def __init__(self, path: Path, fmt: str, kind: str) -> None:
+        self.path = path
+        self.format = fmt
+        self.kind = kind
+        self.lines_read = 0
+        try:
+            self._file: IO[bytes] = path.open("rb")
+            self.size = path.stat().st_size
+        except OSError as exc:
+            raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+        self._stream: IO[bytes] = self._file
+        if path.suffix.lower() == ".gz":
+            self._stream = gzip.GzipFile(fileobj=self._file)  # type: ignore[assignment]
+        self._header: list[str] = []
+        self._bad_utf8: set[int] = set()  # CSV lines that are not valid UTF-8
+        self._bad_rows: set[int] = set()  # CSV records spanning such a line
+        self._csv: Any = None
+        try:
+            if fmt == "csv":
+                self._open_csv()
+            elif isinstance(self._stream, gzip.GzipFile):
+                self._stream.peek(1)  # refuses a file that is not gzip before anything is written
+        except (OSError, EOFError) as exc:  # a damaged gzip file, a read error
+            self.close()
+            raise BadInput(f"cannot read {path}: {exc}") from None
+        except BadInput:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._stream.close()
+        self._file.close()
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file read so far (compressed bytes for a gzip file)."""
+        try:
+            return self._file.tell()
+        except (OSError, ValueError):
+            return 0
+
+    # --- CSV -------------------------------------------------------------------------------------
+
+    def _text_lines(self) -> Iterator[str]:
+        for number, raw in enumerate(self._stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", "surrogateescape")
+                self._bad_utf8.add(number)
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte order mark, as spreadsheets write
+            yield text
+
+    def _open_csv(self) -> None:
+        self._csv = csv.reader(self._text_lines(), strict=True)
+        try:
+            header = next(self._csv)
+        except StopIteration:
+            raise BadInput(f"{self.path.name} is empty: a CSV file starts with a header row") from None
+        except csv.Error as exc:
+            raise BadInput(f"the CSV header of {self.path.name} cannot be read: {exc}") from None
+        if self._bad_utf8:
+            raise BadInput("the CSV header is not valid UTF-8")
+        header = [name.strip() for name in header]
+        allowed = FIELDS[self.kind]
+        unknown = [name for name in header if name not in allowed]
+        if unknown:
+            raise BadInput(
+                f"the CSV header names unknown column(s) {', '.join(map(repr, unknown))} for {self.kind} events "
+                f"(columns: {', '.join(sorted(allowed))})"
+            )
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise BadInput(f"the CSV header repeats column(s) {', '.join(map(repr, repeated))}")
+        missing = [name for name in REQUIRED[self.kind] if name not in header]
+        if missing:
+            raise BadInput(f"the CSV header lacks the column(s) {', '.join(map(repr, missing))}")
+        self._header = header
+        self.lines_read = self._csv.line_num
+
+    def _csv_blocks(self) -> Iterator[list[tuple[int, Any]]]:
+        reader = self._csv
+        block: list[tuple[int, Any]] = []
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                self.lines_read = reader.line_num
+                block.append((start, BadRecord(f"not a valid CSV row: {exc}")))
+                continue
+            end = self.lines_read = reader.line_num
+            if not cells:
+                continue  # a blank line
+            if self._bad_utf8 and any(n in self._bad_utf8 for n in range(start, end + 1)):
+                self._bad_rows.add(start)
+            block.append((start, cells))
+            if len(block) == CSV_BLOCK:
+                yield block
+                block = []
+        if block:
+            yield block
+
+    def _csv_item(self, line: int, cells: list[str]) -> dict[str, Any]:
+        if line in self._bad_rows:
+            raise validation.ItemError("the row is not valid UTF-8")
+        header = self._header
+        if len(cells) != len(header):
+            raise validation.ItemError(f"the row has {len(cells)} cells, the header {len(header)}")
+        item: dict[str, Any] = {}
+        for name, cell in zip(header, cells, strict=True):
+            if not cell:
+                continue  # an empty cell: the field is absent
+            if name in JSON_COLUMNS:
+                try:
+                    item[name] = orjson.loads(cell)
+                except orjson.JSONDecodeError as exc:
+                    raise validation.ItemError(f"{name} is not valid JSON: {exc.msg}") from None
+            else:
+                item[name] = cell
+        return item
+
+    # --- NDJSON ----------------------------------------------------------------------------------
+
+    def _ndjson_blocks(self) -> Iterator[list[tuple[int, Any]]]:
+        first = 1  # the number of the block's first line
+        rest = b""
+        read = self._stream.read
+        while block := read(BLOCK):
+            lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+            rest = lines.pop()
+            self.lines_read = first + len(lines) - 1
+            yield [(n, line) for n, line in enumerate(lines, first) if line and not line.isspace()]
+            first += len(lines)
+        if rest:
+            self.lines_read = first
+            if not rest.isspace():
+                yield [(first, rest)]
+
+    # --- both ------------------------------------------------------------------------------------
+
+    def blocks(self) -> Iterator[list[tuple[int, Any]]]:
+        """Lists of ``(line number, record)``, every record that is not a blank line, in file order."""
+        return self._csv_blocks() if self.format == "csv" else self._ndjson_blocks()
+
+    def parse(self, records: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+        """The records as ``(line, event object)`` items, and those refused before validation."""
+        items: list[tuple[int, Any]] = []
+        broken: list[dict[str, Any]] = []
+        if self.format == "ndjson":
+            loads, decode_error, append = orjson.loads, orjson.JSONDecodeError, items.append
+            for line, raw in records:
+                try:
+                    append((line, loads(raw)))
+                except decode_error as exc:
+                    broken.append({"index": line, "error": f"not valid JSON: {exc.msg}"})
+            return items, broken
+        for line, cells in records:
+            if isinstance(cells, BadRecord):
+                broken.append({"index": line, "error": cells.reason})
+                continue
+            try:
+                items.append((line, self._csv_item(line, cells)))
+            except validation.ItemError as exc:
+                broken.append({"index": line, "error": str(exc)})
+        return items, broken
+
+    def text_of(self, record: Any) -> Any:
+        """A record as the rejects file shows it: the line (NDJSON) or the row by column (CSV)."""
+        if isinstance(record, bytes):
+            return record.decode("utf-8", "replace")
+        if isinstance(record, BadRecord):
+            return None
+        return dict(zip(self._header, record, strict=False))
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A CSV record the csv module could not read."""
+
+    reason: str
+
+
+@dataclass
+class Batch:
+    """One batch read and validated, waiting for its transaction."""
+
+    checked: validation.Validated
+    broken: list[dict[str, Any]]
+    records: list[tuple[int, Any]] | None  # kept only for the rejects file
+    size: int  # records in the batch
+    first_line: int
+    last_line: int
+    position: int  # bytes of the file read once the batch was complete
+
+
+@dataclass
+class Totals:
+    """What the import did so far: counts of committed batches only."""
+
+    lines_read: int = 0
+    records: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    last_line: int = 0  # the last line of the last batch committed in file order
+    position: int = 0
+
+
+OnBatch = Callable[[Batch, service.IngestResult, Totals], None]
+RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+class _Builder:
+    """The batch being read: records are validated slice by slice as they come."""
+
+    def __init__(self, source: Source, tenant_id: uuid.UUID, retention_days: int, keep_records: bool) -> None:
+        self.source = source
+        self.checker = validation.Checker(source.kind, tenant_id, service.accepted_range(retention_days))
+        self.broken: list[dict[str, Any]] = []
+        self.records: list[tuple[int, Any]] | None = [] if keep_records else None
+        self.size = 0
+        self.first_line = 0
+
+    def add(self, piece: list[tuple[int, Any]]) -> None:
+        if not self.size:
+            self.first_line = piece[0][0]
+        self.size += len(piece)
+        with validation.collector_paused():  # the parsed items die unscanned
+            items, refused = self.source.parse(piece)
+            self.checker.feed(items)
+            del items
+        if refused:
+            self.broken.extend(refused)
+        if self.records is not None:
+            self.records.extend(piece)
+
+    def batch(self, last_line: int) -> Batch:
+        return Batch(
+            self.checker.result,
+            self.broken,
+            self.records,
+            self.size,
+            self.first_line,
+            last_line,
+            self.source.position,
+        )
+
+
+async def _produce(
+    source: Source,
+    tenant_id: uuid.UUID,
+    *,
+    batch_size: int,
+    retention_days: int,
+    keep_records: bool,
+    queue: asyncio.Queue[Batch | BaseException | None],
+) -> None:
+    try:
+        builder = _Builder(source, tenant_id, retention_days, keep_records)
+        for block in source.blocks():
+            offset = 0
+            while offset < len(block):
+                piece = block[offset : offset + min(SLICE, batch_size - builder.size)]
+                offset += len(piece)
+                builder.add(piece)
+                if builder.size == batch_size:
+                    await queue.put(builder.batch(piece[-1][0]))
+                    builder = _Builder(source, tenant_id, retention_days, keep_records)
+                await asyncio.sleep(0)  # let the writer answer the database
+        if builder.size:
+            await queue.put(builder.batch(source.lines_read))
+    except asyncio.CancelledError:
+        raise
+    except (OSError, EOFError, csv.Error) as exc:  # handed to the writer, which raises it
+        await queue.put(ReadFailed(f"reading {source.path} failed after line {source.lines_read}: {exc}"))
+        return
+    except Exception as exc:
+        await queue.put(exc)
+        return
+    await queue.put(None)
+
+
+async def _store(runtime: Database, tenant: Tenant, kind: str, batch: Batch) -> service.IngestResult:
+    """One batch in one transaction; retried when it lost a deadlock to a concurrent batch of the same
+    import (two batches repeating the same events in opposite orders), which rolled it back whole."""
+    for attempt in range(1, 4):
+        try:
+            async with runtime.tenant_transaction(tenant.id) as session:
+                return await service.store(
+                    session, tenant, kind, batch.checked, db=runtime, enforce_limits=False, pre_rejected=batch.broken
+                )
+        except DBAPIError as exc:
+            if attempt == 3 or not isinstance(exc.orig, RETRIED):
+                raise
+    raise AssertionError("unreachable")
+
+
+async def run(
+    source: Source,
+    runtime: Database,
+    tenant: Tenant,
+    *,
+    batch_size: int,
+    retention_days: int,
+    concurrency: int = 2,
+    keep_records: bool = False,
+    on_batch: OnBatch | None = None,
+    totals: Totals | None = None,
+) -> Totals:
+    """Import every record of ``source`` for ``tenant`` as the runtime role, one transaction per
+    batch, ``concurrency`` batches in flight (answered in file order); counts usage but refuses
+    nothing for quota or rate (the operator's import). ``totals`` (updated as batches commit) tells
+    how far an import that failed got. ``runtime``'s pool needs ``concurrency + 1`` connections."""
+    totals = totals if totals is not None else Totals()
+    queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=concurrency)
+    producer = asyncio.create_task(
+        _produce(
+            source,
+            tenant.id,
+            batch_size=batch_size,
+            retention_days=retention_days,
+            keep_records=keep_records,
+            queue=queue,
+        )
+    )
+    in_flight: deque[tuple[Batch, asyncio.Task[service.IngestResult]]] = deque()
+
+    def account(batch: Batch, result: service.IngestResult) -> None:
+        totals.batches += 1
+        totals.records += batch.size
+        totals.accepted += result.accepted
+        totals.duplicates += result.duplicates
+        totals.rejected += len(result.rejected)
+        totals.last_line = batch.last_line
+        totals.lines_read = max(totals.lines_read, batch.last_line)
+        totals.position = batch.position
+        if on_batch is not None:
+            on_batch(batch, result, totals)
+
+    try:
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                break
+            if isinstance(batch, BaseException):
+                raise batch
+            in_flight.append((batch, asyncio.create_task(_store(runtime, tenant, source.kind, batch))))
+            if len(in_flight) >= concurrency:
+                done, task = in_flight.popleft()
+                account(done, await task)
+        while in_flight:
+            done, task = in_flight.popleft()
+            account(done, await task)
+        totals.lines_read = source.lines_read
+        totals.position = source.position
+        return totals
+    finally:
+        if not producer.done():
+            producer.cancel()
+        # Batches already sent finish (commit or fail) before the error is reported.
+        await asyncio.gather(producer, *(task for _, task in in_flight), return_exceptions=True)
+
+
+def open_text(path: Path) -> io.TextIOWrapper:
+    """The rejects file, created (or emptied) before the import starts."""
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None

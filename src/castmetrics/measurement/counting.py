@@ -1,0 +1,106 @@
+"""IAB v2 counting in SQL: which recorded requests are downloads, per tenant and UTC day.
+
+The recorder stores every request with what the rules need (bot, method, probe, bounded range
+length); this module applies the rules of docs/measurement.md to one day at a time:
+
+* rule 1–3: bots, other methods than GET and probes (a Range of at most 2 bytes) never count;
+* rule 4: a client whose only requests for an episode are bounded ranges counts once their lengths
+  add up to one minute of audio (``size × 60 / duration`` + a 10 kB ID3 allowance), when the episode's
+  size and duration are known; a request without Range or with an open-ended one counts;
+* rule 6: one download per client (keyed hash of address + user agent, salted per day) × episode ×
+  UTC day.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+ALL_PODCASTS = uuid.UUID(int=0)
+ID3_ALLOWANCE_BYTES = 10_240
+UNKNOWN = "Unknown"
+
+# One row per (episode, client) that the rules count as a download on the day.
+_DOWNLOADS = f"""
+    SELECT r.episode_id, r.client_hash,
+           min(coalesce(r.country, '{UNKNOWN}')) AS country,
+           min(coalesce(r.app, '{UNKNOWN}')) AS app,
+           min(coalesce(r.device, '{UNKNOWN}')) AS device,
+           min(coalesce(r.device_category, '{UNKNOWN}')) AS device_category
+    FROM download_requests r
+    LEFT JOIN episodes e ON e.tenant_id = r.tenant_id AND e.id = r.episode_id
+    WHERE r.tenant_id = :t AND r.requested_at >= :start AND r.requested_at < :end
+      AND r.episode_id IS NOT NULL AND NOT r.is_bot AND r.method = 'GET' AND NOT r.is_probe
+    GROUP BY r.episode_id, r.client_hash
+    HAVING bool_or(r.range_bytes IS NULL)
+        OR sum(r.range_bytes) >= CASE
+               WHEN max(e.audio_length_bytes) > 0 AND max(e.duration_seconds) > 0
+               THEN max(e.audio_length_bytes) * 60 / max(e.duration_seconds) + {ID3_ALLOWANCE_BYTES}
+               ELSE 0 END
+"""
+
+_RECOMPUTE = [
+    "DELETE FROM download_daily WHERE tenant_id = :t AND day = :day",
+    f"""
+    INSERT INTO download_daily
+        (tenant_id, day, episode_id, country, app, device, device_category, downloads)
+    SELECT :t, :day, episode_id, country, app, device, device_category, count(*)
+    FROM ({_DOWNLOADS}) d
+    GROUP BY episode_id, country, app, device, device_category
+    """,
+    "DELETE FROM download_breakdown_daily WHERE tenant_id = :t AND day = :day",
+    f"""
+    INSERT INTO download_breakdown_daily (tenant_id, day, scope_id, dimension, key, downloads, listeners)
+    SELECT :t, :day,
+           CASE WHEN grouping(x.episode_id) = 0 THEN x.episode_id
+                WHEN grouping(x.podcast_id) = 0 THEN x.podcast_id
+                ELSE CAST(:all AS uuid) END,
+           x.dimension, x.key, count(*), count(DISTINCT x.client_hash)
+    FROM (
+        SELECT d.episode_id, ep.podcast_id, d.client_hash, v.dimension, v.key
+        FROM ({_DOWNLOADS}) d
+        LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
+        CROSS JOIN LATERAL (VALUES ('country', d.country), ('app', d.app), ('device', d.device),
+                                   ('device_category', d.device_category)) AS v(dimension, key)
+    ) x
+    GROUP BY GROUPING SETS ((x.dimension, x.key, x.episode_id), (x.dimension, x.key, x.podcast_id),
+                            (x.dimension, x.key))
+    HAVING grouping(x.episode_id) = 0 OR grouping(x.podcast_id) = 1 OR x.podcast_id IS NOT NULL
+    """,
+    "DELETE FROM download_listeners_daily WHERE tenant_id = :t AND day = :day",
+    f"""
+    INSERT INTO download_listeners_daily (tenant_id, day, scope_id, listeners)
+    SELECT :t, :day,
+           CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
+                WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id
+                ELSE CAST(:all AS uuid) END,
+           count(DISTINCT d.client_hash)
+    FROM ({_DOWNLOADS}) d
+    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
+    GROUP BY GROUPING SETS ((d.episode_id), (ep.podcast_id), ())
+    HAVING grouping(d.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    """,
+]
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+async def recompute(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date]) -> None:
+    """Replace the download rollups of ``days`` with what the recorded requests say now."""
+    for day in sorted(set(days)):
+        start, end = day_bounds(day)
+        params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS}
+        for statement in _RECOMPUTE:
+            await session.execute(text(statement), params)
+
+
+def downloads_query(extra_where: str = "") -> str:
+    """The rule-applying query for one day range (used for the raw tail and as the reference)."""
+    return _DOWNLOADS.replace("GROUP BY r.episode_id", f"{extra_where} GROUP BY r.episode_id", 1)

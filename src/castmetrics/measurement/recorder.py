@@ -1,0 +1,202 @@
+"""The recorder: drains the prefix buffer within a second and stores the requests in batches.
+
+Per flush it enriches the raw requests (hash, country, user agent; the address is dropped), resolves
+tenant slugs and episode audio URLs, and writes each tenant's requests in one transaction through the
+events COPY path, feeding the listener sketches and noting the days for the rollup refresh. When the
+database cannot be reached the enriched records go to the local spool instead; while anything is
+spooled, new records queue behind it, so the spool is replayed in order, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.config import Settings
+from castmetrics.db.session import Database
+from castmetrics.events import partitions, writer
+from castmetrics.events import service as events
+from castmetrics.http.problems import is_connection_error
+from castmetrics.measurement import sketches, urls
+from castmetrics.measurement.enrich import AddressRanges, Enricher
+from castmetrics.measurement.prefix import Buffer
+from castmetrics.measurement.spool import Spool
+from castmetrics.observability import PREFIX_RECORDED, PREFIX_REDIRECTS, PREFIX_SPOOLED, PREFIX_UNKNOWN_TENANT
+
+log = structlog.get_logger(__name__)
+
+FLUSH_SECONDS = 0.5
+SLUG_TTL = 30.0
+EPISODE_TTL = 60.0
+EPISODE_RELOAD_AFTER = 1.0  # a URL that matches nothing reloads a map older than this
+
+
+def measurement_key(settings: Settings) -> bytes:
+    secret = settings.secret_key.get_secret_value().encode()
+    return hmac.new(secret, b"castmetrics-measurement", hashlib.sha256).digest()
+
+
+class EpisodeMap:
+    """One tenant's episodes by normalised audio URL, with size and duration for the counting."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+        self.loaded_at = 0.0
+
+    async def load(self, session: AsyncSession) -> None:
+        rows = await session.execute(text("SELECT id, podcast_id, audio_url FROM episodes WHERE audio_url IS NOT NULL"))
+        self.by_key = {urls.match_key(row.audio_url): (row.id, row.podcast_id) for row in rows}
+        self.loaded_at = time.monotonic()
+
+
+class Recorder:
+    def __init__(self, db: Database, settings: Settings, buffer: Buffer) -> None:
+        self.db = db
+        self.buffer = buffer
+        self.retention_days = settings.event_retention_days
+        self.enricher = Enricher(measurement_key(settings), AddressRanges.from_file(settings.datacenter_ranges_file))
+        self.spool = Spool(settings.data_dir / "spool")
+        self._tenants: dict[str, tuple[uuid.UUID | None, float]] = {}
+        self._episodes: dict[uuid.UUID, EpisodeMap] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+        buffer.on_full = self._wake.set
+
+    async def run(self) -> None:
+        """Flush every half second (sooner when the buffer fills) until cancelled; then a last flush."""
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+                self._wake.clear()
+                await self.flush()
+        finally:
+            await asyncio.shield(self.flush())
+
+    async def flush(self) -> int:
+        """Store (or spool) what the buffer holds; answers the records stored in the database."""
+        async with self._lock:
+            records = [self.enricher.enrich(raw) for raw in self.buffer.take()]
+            PREFIX_REDIRECTS.inc(len(records))
+            stored = 0
+            if self.spool.has_pending():
+                self.spool.append(records)
+                PREFIX_SPOOLED.inc(len(records))
+                records = []
+                try:
+                    stored += await self.spool.replay(self.write)
+                except Exception as exc:
+                    if not is_connection_error(exc):
+                        log.exception("prefix.replay_failed")
+                    return stored
+            try:
+                await self.write(records)
+                stored += len(records)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("prefix.write_failed")
+                self.spool.append(records)
+                PREFIX_SPOOLED.inc(len(records))
+                log.warning("prefix.spooled", records=len(records))
+            return stored
+
+    async def _tenant_ids(self, slugs: set[str]) -> dict[str, uuid.UUID]:
+        now = time.monotonic()
+        wanted = [slug for slug in slugs if slug not in self._tenants or now - self._tenants[slug][1] > SLUG_TTL]
+        if wanted:
+            async with self.db.transaction() as session:
+                rows = await session.execute(
+                    text("SELECT slug, id FROM measurement_tenants(:slugs)"), {"slugs": wanted}
+                )
+                found = {row.slug: row.id for row in rows}
+            for slug in wanted:
+                self._tenants[slug] = (found.get(slug), now)
+        return {slug: tenant for slug in slugs if (tenant := self._tenants[slug][0]) is not None}
+
+    async def _episodes_of(self, session: AsyncSession, tenant_id: uuid.UUID, keys: set[str]) -> EpisodeMap:
+        episodes = self._episodes.setdefault(tenant_id, EpisodeMap())
+        age = time.monotonic() - episodes.loaded_at
+        if age > EPISODE_TTL or (age > EPISODE_RELOAD_AFTER and not keys <= episodes.by_key.keys()):
+            await episodes.load(session)
+        return episodes
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        """Store enriched records, each tenant's in one transaction; raises when the database fails."""
+        if not records:
+            return
+        by_slug: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in records:
+            by_slug[record["slug"]].append(record)
+        tenants = await self._tenant_ids(set(by_slug))
+        unknown = sum(len(items) for slug, items in by_slug.items() if slug not in tenants)
+        if unknown:
+            PREFIX_UNKNOWN_TENANT.inc(unknown)
+        for slug, tenant_id in tenants.items():
+            await self._write_tenant(tenant_id, by_slug[slug])
+            PREFIX_RECORDED.inc(len(by_slug[slug]))
+
+    async def _write_tenant(self, tenant_id: uuid.UUID, records: list[dict[str, Any]]) -> None:
+        accepted = partitions.AcceptedRange.at(partitions.utc_now(), self.retention_days)
+        keys = {urls.match_key(record["url"]) for record in records}
+        days: set[date] = set()
+        rows: list[tuple[Any, ...]] = []
+        feed: dict[tuple[date, uuid.UUID], list[str]] = defaultdict(list)
+        async with self.db.tenant_transaction(tenant_id) as session:
+            episodes = await self._episodes_of(session, tenant_id, keys)
+            for record in records:
+                moment = datetime.fromtimestamp(record["at"], UTC)
+                if not accepted.earliest <= moment < accepted.latest:
+                    continue  # a spool replayed after the retention: nothing to store it in
+                match = episodes.by_key.get(urls.match_key(record["url"]))
+                episode_id = match[0] if match else None
+                day = moment.date()
+                days.add(day)
+                rows.append(writer_row(tenant_id, record, moment, episode_id))
+                if match and not record["is_bot"] and record["method"] == "GET" and not record["is_probe"]:
+                    key = record["sketch_key"]
+                    for scope in (match[0], match[1], sketches.ALL):
+                        feed[(day, scope)].append(key)
+            await partitions.ensure_days(self.db, days)
+            await writer.write(session, "download", rows)
+            await events.note_days(session, tenant_id, days, kind="download")
+            await sketches.add(session, tenant_id, feed)
+
+
+def writer_row(
+    tenant_id: uuid.UUID, record: dict[str, Any], moment: datetime, episode_id: uuid.UUID | None
+) -> tuple[Any, ...]:
+    """A record as a row of ``download_requests`` in ``writer.COLUMNS['download']`` order."""
+    return (
+        tenant_id,
+        uuid.UUID(record["id"]),
+        episode_id,
+        record["url"],
+        bytes.fromhex(record["client_hash"]),
+        record["user_agent"],
+        record["referer"],
+        record["method"],
+        record["range_header"],
+        record["range_bytes"],
+        record["is_probe"],
+        record["is_bot"],
+        record["agent_type"],
+        record["app"],
+        record["device"],
+        record["device_category"],
+        record["os"],
+        record["browser"],
+        record["country"],
+        moment,
+    )

@@ -1,0 +1,47 @@
+"""Matching a requested URL to an episode's audio URL, whatever measurement prefixes sit in front.
+
+Feeds often chain prefixes (``dts.podtrac.com/redirect.mp3/chrt.fm/track/X/host/ep.mp3``) and the
+episode's own ``audio_url`` may carry a different chain from the one a player requests. Both sides are
+reduced to the same key: scheme, known prefixes, query and fragment removed, host lower-cased.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from urllib.parse import unquote
+
+# Known redirect prefixes (host and path up to where the next URL starts), applied repeatedly.
+_PREFIXES = [
+    r"(?:www\.|dts\.)?podtrac\.com/(?:pts/)?redirect\.[a-z0-9]{2,4}/",
+    r"chrt\.fm/track/[^/]+/",
+    r"pdst\.fm/e/",
+    r"op3\.dev/e(?:,[^/]*)?/",
+    r"(?:www\.)?podtrac\.com/pts/redirect\.[a-z0-9]{2,4}/",
+    r"media\.blubrry\.com/[^/]+/",
+    r"pfx\.vpixl\.com/[^/]+/",
+    r"mgln\.ai/e/[^/]+/",
+    r"arttrk\.com/p/[^/]+/",
+    r"(?:verifi\.podscribe\.com|pscrb\.fm)/rss/p/",
+    r"prfx\.byspotify\.com/e/",
+    r"tracking\.swap\.fm/track/[^/]+/",
+    r"claritaspod\.com/measure/",
+    r"[^/]+/p/[a-z0-9][a-z0-9-]*/",  # Castmetrics itself (any host), e.g. a prefix behind a prefix
+]
+_PREFIX = re.compile("^(?:" + "|".join(_PREFIXES) + ")", re.IGNORECASE)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=65_536)
+def match_key(url: str) -> str:
+    """``host/path`` of the audio file a URL finally points at (lower-case host, no query)."""
+    rest = unquote(_SCHEME.sub("", url.strip()))
+    for _ in range(10):
+        stripped = _PREFIX.sub("", rest, count=1)
+        stripped = _SCHEME.sub("", stripped)  # some prefixes embed the full URL with its scheme
+        if stripped == rest:
+            break
+        rest = stripped
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    host, slash, path = rest.partition("/")
+    return host.lower() + slash + path
