@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from castmetrics import __version__
 from castmetrics.analytics import router as analytics_router
@@ -24,7 +25,7 @@ from castmetrics.http import health, openapi, problems
 from castmetrics.http.idempotency import IdempotencyMiddleware
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from castmetrics.identity import router as identity_router
-from castmetrics.measurement.prefix import Buffer, PrefixMiddleware, trusted_networks
+from castmetrics.measurement.prefix import Buffer, Edge, trusted_networks
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
@@ -42,6 +43,23 @@ def _runtime_url(settings: Settings) -> str:
     if not settings.database_url:
         raise RuntimeError("no database configured: run `castmetrics serve`, or set DATABASE_URL")
     return roles.runtime_url(settings, settings.database_url)
+
+
+class Castmetrics(FastAPI):
+    """The application, with the edge in front of Starlette's whole stack: the measurement prefix is
+    the hottest path of the product and answers here, before routing and middleware."""
+
+    edge: Edge | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is not None and scope["type"] == "http":
+            if edge.trusted_proxies:
+                edge.resolve_client(scope)
+            if edge.is_prefix(scope):
+                await edge.redirect(scope, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _prepare_partitions(db: Database) -> None:
@@ -96,7 +114,7 @@ def create_app(
             if admin_database is None and admin_db is not None:
                 await admin_db.dispose()
 
-    app = FastAPI(
+    app = Castmetrics(
         title="Castmetrics",
         version=__version__,
         summary="Podcast analytics and sponsorship: IAB v2 downloads, listeners, pacing and attribution.",
@@ -107,6 +125,7 @@ def create_app(
     app.state.admin_db = admin_db  # None: the admin routes answer 503
     buffer = Buffer()
     app.state.prefix_buffer = buffer
+    app.edge = Edge(buffer, trusted_networks(settings.trusted_proxies.split(",")))
     problems.install(app)
     openapi.install(app)
     app.include_router(health.router)
@@ -131,10 +150,6 @@ def create_app(
         per_prefix={"/v1/events/": settings.events_max_body_bytes},
     )
     app.add_middleware(RequestContextMiddleware)
-    # Outermost: the measurement prefix answers before any routing or other middleware.
-    app.add_middleware(
-        PrefixMiddleware, buffer=buffer, trusted_proxies=trusted_networks(settings.trusted_proxies.split(","))
-    )
     return app
 
 

@@ -133,7 +133,8 @@ def _seed_demo(
     from castmetrics.demo import service as demo
 
     async def work(owner: Database) -> Any:
-        runtime = Database(runtime_url, pool_size=2, max_overflow=0, application_name="castmetrics-cli")
+        # Three connections: listener events, and the prefix requests written beside them (demo.downloads).
+        runtime = Database(runtime_url, pool_size=3, max_overflow=0, application_name="castmetrics-cli")
         try:
             summary = await demo.seed(owner, runtime, settings)
             count = events
@@ -148,6 +149,7 @@ def _seed_demo(
                     retention_days=settings.event_retention_days,
                     days=days or listening.WINDOW_DAYS,
                     console=Console(stderr=True),
+                    settings=settings,
                 )
                 typer.echo(result.describe())
                 for error in result.errors:
@@ -195,8 +197,10 @@ def serve(
             }
         )
         typer.echo(f"Castmetrics is starting at {url} (API docs at {url}/docs)", err=True)
+        # The app reads X-Forwarded-For itself, from CASTMETRICS_TRUSTED_PROXIES only (app.Castmetrics).
+        proxies: dict[str, Any] = {"proxy_headers": False}
         if workers == 1:
-            uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+            uvicorn.run(create_app(settings), host=host, port=port, log_config=None, **proxies)
             return
         # Worker processes re-read their settings from the environment: hand the resolved URLs down.
         os.environ.update(
@@ -213,7 +217,7 @@ def serve(
             port=port,
             workers=workers,
             log_config=None,
-            proxy_headers=True,
+            **proxies,
         )
 
 
@@ -527,6 +531,7 @@ def events_import(
     import gc
     import time
 
+    import psycopg
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
     from sqlalchemy.exc import SQLAlchemyError
@@ -561,6 +566,8 @@ def events_import(
 
     def on_batch(batch: bulk.Batch, result: service.IngestResult, now: bulk.Totals) -> None:
         progress.update(task, completed=now.position, events=now.records)
+        if now.batches % 20 == 0:
+            gc.collect()  # the automatic collector is off during the import (see below)
         if not result.rejected:
             return
         records = dict(batch.records) if batch.records is not None else {}
@@ -574,13 +581,13 @@ def events_import(
 
     settings = _settings(data_dir)
     failure: str | None = None
-    started = time.perf_counter()
+    started = finished = time.perf_counter()
     try:
         with owner_database(settings) as owner_url:
             runtime_url = _migrate(settings, owner_url)
 
             async def work(owner: Database) -> None:
-                nonlocal failure, started
+                nonlocal failure, started, finished
                 found = await _tenant_for_slug(owner, tenant)
                 if found is None:
                     _fail(f"no tenant with slug {tenant!r}", code=2)
@@ -590,10 +597,13 @@ def events_import(
                 try:
                     async with runtime.tenant_transaction(found.id) as session:
                         acting = await session.get_one(Tenant, found.id)
-                    # The modules loaded so far (hundreds of thousands of objects) leave the garbage
-                    # collector's view: its full passes would otherwise scan them over and over.
+                    # The import allocates millions of short-lived containers and makes no cycles of
+                    # its own, so the cyclic collector (whose passes would scan every batch in flight,
+                    # and the modules loaded so far, over and over) is switched off for its duration
+                    # and run every 20 batches instead.
                     gc.collect()
                     gc.freeze()
+                    gc.disable()
                     started = time.perf_counter()
                     with progress:
                         await bulk.run(
@@ -606,9 +616,11 @@ def events_import(
                             on_batch=on_batch,
                             totals=totals,
                         )
-                except (bulk.ReadFailed, SQLAlchemyError, OSError) as exc:
-                    failure = str(exc).splitlines()[0]
+                except (bulk.ReadFailed, SQLAlchemyError, psycopg.Error, OSError) as exc:
+                    failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 finally:
+                    finished = time.perf_counter()
+                    gc.enable()
                     await runtime.dispose()
 
             _run_as_owner(owner_url, work)
@@ -616,7 +628,7 @@ def events_import(
         source.close()
         if rejects_out is not None:
             rejects_out.close()
-    elapsed = time.perf_counter() - started
+    elapsed = finished - started
     for refused in shown:
         typer.echo(f"line {refused['index']}: {refused['error']}")
     if totals.rejected > len(shown):
@@ -629,11 +641,13 @@ def events_import(
         f"in {elapsed:.1f} s ({rate:,.0f} events/s)"
     )
     if failure is not None:
-        _fail(
-            f"the import stopped: {failure}. The {totals.batches:,} batches before it are stored (to line "
-            f"{totals.lines_read:,}); running the import again skips them as duplicates.",
-            code=1,
+        done = (
+            f"the {totals.batches:,} batches before it are stored (to line {totals.last_line:,}); running the "
+            "import again skips their events as duplicates"
+            if totals.batches
+            else "nothing was stored"
         )
+        _fail(f"the import stopped: {failure}; {done}.", code=1)
     if totals.rejected:
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
+from castmetrics.events import bulk, service
 from castmetrics.events.validation import fast_uuid
+from castmetrics.tenancy.models import Tenant
 from tests.events.conftest import Catalog, listener_event
 from tests.test_cli import run_cli
 
@@ -231,6 +235,101 @@ async def test_rollups_rebuild_matches_a_count_of_raw_events(
     assert backwards.returncode == 2 and "is after --to" in backwards.stderr
     unknown = run_cli(settings, "rollups", "rebuild", "--tenant", "no-such-tenant")
     assert unknown.returncode == 2 and "no tenant with slug" in unknown.stderr
+
+
+async def tenant_row(db: Database, tenant_id: uuid.UUID) -> Tenant:
+    async with db.tenant_transaction(tenant_id) as session:
+        return await session.get_one(Tenant, tenant_id)
+
+
+async def test_concurrent_batches_repeating_each_other_store_every_event_once(
+    catalog: Catalog, db: Database, tmp_path: Path
+) -> None:
+    """Two batches in flight at once, the second repeating the first's events in reverse order (the
+    pattern that can deadlock two transactions): each event is stored once, the repeats counted."""
+    events = [listener_event(catalog.episode_ids[0]) for _ in range(4)]
+    path = write_ndjson(tmp_path / "events.ndjson", events + events[::-1] + events)
+    source = bulk.Source(path, "ndjson", "listener")
+    try:
+        totals = await bulk.run(
+            source, db, await tenant_row(db, catalog.team.tenant_id), batch_size=4, retention_days=730, concurrency=2
+        )
+    finally:
+        source.close()
+    assert (totals.accepted, totals.duplicates, totals.rejected, totals.batches) == (4, 8, 0, 3)
+    assert totals.lines_read == totals.last_line == 12
+    assert await count_events(db, catalog.team.tenant_id) == 4
+
+
+async def test_a_batch_that_loses_a_deadlock_is_stored_again(
+    catalog: Catalog, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = service.store
+    calls = 0
+
+    async def deadlocking_once(*args: Any, **kwargs: Any) -> service.IngestResult:
+        nonlocal calls
+        calls += 1
+        result = await real_store(*args, **kwargs)  # written, then rolled back by the error
+        if calls == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return result
+
+    monkeypatch.setattr(service, "store", deadlocking_once)
+    path = write_ndjson(tmp_path / "events.ndjson", [listener_event(catalog.episode_ids[1]) for _ in range(3)] + [b"{"])
+    source = bulk.Source(path, "ndjson", "listener")
+    try:
+        totals = await bulk.run(
+            source, db, await tenant_row(db, catalog.team.tenant_id), batch_size=10, retention_days=730
+        )
+    finally:
+        source.close()
+    assert calls == 2
+    assert (totals.accepted, totals.duplicates, totals.rejected) == (3, 0, 1)
+    assert await count_events(db, catalog.team.tenant_id) == 3
+
+
+def read_all(path: Path, fmt: str) -> tuple[dict[int, Any], dict[int, str], int]:
+    """Every record of a file as the import reads it: events by line, refusals by line, lines read."""
+    source = bulk.Source(path, fmt, "listener")
+    try:
+        items: dict[int, Any] = {}
+        refused: dict[int, str] = {}
+        for block in source.blocks():
+            parsed, broken = source.parse(block)
+            items.update(parsed)
+            refused.update((r["index"], r["error"]) for r in broken)
+        return items, refused, source.lines_read
+    finally:
+        source.close()
+
+
+def test_reader_edge_cases(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.ndjson"
+    bom.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\n  \n{"b": 2}')  # a byte order mark, CRLF, no final newline
+    assert read_all(bom, "ndjson") == ({1: {"a": 1}, 4: {"b": 2}}, {}, 4)
+    long = tmp_path / "long.ndjson"
+    long.write_bytes(b'{"a": 1}\n' + b"x" * (3 * bulk.MAX_LINE) + b'\n{"b": 2}\n')
+    assert read_all(long, "ndjson") == ({1: {"a": 1}, 3: {"b": 2}}, {2: "the line is longer than 1,048,576 bytes"}, 3)
+    array = tmp_path / "events.json"
+    array.write_text('[{"a": 1}]')
+    with pytest.raises(bulk.BadInput, match="JSON array"):
+        bulk.Source(array, bulk.detect_format(array, None), "listener")
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(
+        b"episode_id,listener_id,event_type,occurred_at\n"
+        b"e,l,play,t\n"
+        b'"x"y,l,play,t\n'  # bad quoting: that row only is refused
+        b"e,l\xff,play,t\n"  # not UTF-8
+        b"e,l2,play,t\n"
+    )
+    items, refused, lines = read_all(rows, "csv")
+    assert sorted(items) == [2, 5] and lines == 5
+    assert refused[3].startswith("not a valid CSV row") and refused[4] == "the row is not valid UTF-8"
+    gzipped = tmp_path / "events.ndjson.gz"
+    gzipped.write_bytes(gzip.compress(b'{"a": 1}\n'))
+    assert bulk.detect_format(gzipped, None) == "ndjson"
+    assert read_all(gzipped, "ndjson")[0] == {1: {"a": 1}}
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from castmetrics.db import migrate as migrations
 from castmetrics.db import urls
 from castmetrics.db.embedded import EmbeddedPostgres
 from castmetrics.db.session import Database
+from castmetrics.measurement.enrich import to_json
 from castmetrics.measurement.prefix import Buffer, RawRequest
 from castmetrics.measurement.recorder import Recorder
 from tests.measurement.conftest import APPLE
@@ -98,7 +99,7 @@ async def test_a_replay_interrupted_half_way_stores_each_record_once(
     records = [recorder.enricher.enrich(request(show, address=f"192.0.2.{n}")) for n in range(1, 41)]
     # a previous process stored the first half, then died before removing its spool file
     await recorder.write(records[:20])
-    recorder.spool.append(records)
+    recorder.spool.append([to_json(record) for record in records])
     recorder.spool.rotate()
     assert await recorder.flush() == 40
     async with db.tenant_transaction(show.team.tenant_id) as session:

@@ -45,6 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select, text
 
 from castmetrics.catalog.models import Episode
+from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.events import partitions, rollups
 from castmetrics.events import service as events
@@ -94,6 +95,7 @@ _EPOCH = date(1970, 1, 1).toordinal()
 _GROWTH_EPOCH = date(2020, 1, 1).toordinal()
 
 Script = list[tuple[float, str, dict[str, Any] | None]]  # (seconds after the session starts, type, data)
+SessionStart = tuple[int, float, Script, int]  # (listener index, start in epoch seconds, script, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,9 @@ class _Episode:
     appeal: float
     events_per_session: float
     followers: tuple[int, int] = (0, 0)  # (first listener index, how many)
+
+
+Sessions = list[tuple[_Episode, date, list[SessionStart]]]  # an episode's sessions of one local day
 
 
 def _completion_share(duration: int) -> float:
@@ -276,8 +281,10 @@ class Plan:
                 kept += share * weight * max(0.0, min(begins + 3_600, upper) - max(begins, lower)) / 3_600
         return kept / sum(hours)
 
-    def batches(self, size: int = events.MAX_BATCH) -> Iterator[list[dict[str, Any]]]:
-        """The events, day after day, in lists of at most ``size``."""
+    def batches(self, size: int = events.MAX_BATCH, sessions: Sessions | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The events, day after day, in lists of at most ``size``. With ``sessions``, each episode's
+        sessions of a day that started in the window are appended to it too (before the events are
+        yielded), for the prefix requests (``demo.downloads``)."""
         buffer: list[dict[str, Any]] = []
         for day in self.local_days:
             for episode in self.episodes:
@@ -285,17 +292,25 @@ class Plan:
                 if audience <= 0:
                     continue
                 rng = _stable_random(episode.id, day.toordinal())
+                started: list[SessionStart] = []
                 for k in range(_poisson(rng, audience * self.sessions_per_audience)):
-                    self._session(buffer, rng, episode, day, k)
+                    begun = self._session(buffer, rng, episode, day, k)
+                    if begun is not None:
+                        started.append((*begun, k))
+                if sessions is not None and started:
+                    sessions.append((episode, day, started))
                 while len(buffer) >= size:
                     yield buffer[:size]
                     del buffer[:size]
         if buffer:
             yield buffer
 
-    def _session(self, out: list[dict[str, Any]], rng: random.Random, episode: _Episode, day: date, k: int) -> None:
-        # Every draw is made whether or not the session falls in the window, so that the sessions
-        # after it are the same in every run.
+    def _session(
+        self, out: list[dict[str, Any]], rng: random.Random, episode: _Episode, day: date, k: int
+    ) -> tuple[int, float, Script] | None:
+        """Append the events of session ``k``; answers (listener index, start, script) when it started in
+        the window. Every draw is made whether or not the session falls in the window, so that the sessions
+        after it are the same in every run."""
         assert self.listeners
         launch_week = episode.published is not None and _day_start(day) - episode.published < 7 * 86_400
         if rng.random() < (FOLLOWERS_AT_LAUNCH if launch_week else FOLLOWERS_LATER):
@@ -311,13 +326,13 @@ class Plan:
         start = _day_start(day) + (hour + rng.random()) * 3_600 - offset
         script = session_script(rng, episode.duration)
         if start < self.start.timestamp() or (episode.published is not None and start < episode.published):
-            return
+            return None
         until = self.until.timestamp()
         session = hashlib.sha1(NAMESPACE.bytes + f"{listener}/{episode.id}/{day.isoformat()}.{k}/".encode())
         for sequence, (seconds, event_type, data) in enumerate(script):
             moment = round(start + seconds)
             if moment >= until:
-                return
+                break
             event: dict[str, Any] = {
                 "id": _uuid5(session, str(sequence)),
                 "episode_id": episode.id,
@@ -328,6 +343,7 @@ class Plan:
             if data is not None:
                 event["event_data"] = data
             out.append(event)
+        return index, start, script
 
 
 def plan(episodes: Sequence[DemoEpisode], total: int, *, now: datetime, days: int = WINDOW_DAYS) -> Plan:
@@ -405,17 +421,27 @@ class ListeningResult:
     errors: list[str] = field(default_factory=list)  # the first few refusals, should there be any
     rollup_days: int = 0
     seconds: float = 0.0
+    requests: int = 0  # prefix requests sent (``demo.downloads``), of which bots
+    requests_stored: int = 0
+    bot_requests: int = 0
+    request_seconds: float = 0.0  # of the seconds, those the run spent on them (the rest overlapped the events)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        return (
+        text = (
             f"Listening: {self.events:,} events ({self.accepted:,} new, {self.duplicates:,} duplicates"
             + (f", {self.rejected:,} refused" if self.rejected else "")
             + f") in {self.seconds:.1f} s ({self.rate:,.0f} events/s); rollups rebuilt for {self.rollup_days} days"
         )
+        if self.requests:
+            text += (
+                f"\nDownloads: {self.requests:,} prefix requests ({self.requests_stored:,} new, "
+                f"{self.bot_requests:,} from bots) in {self.request_seconds:.1f} s of it"
+            )
+        return text
 
 
 async def demo_episodes(db: Database, tenant_id: uuid.UUID) -> list[DemoEpisode]:
@@ -442,15 +468,20 @@ async def generate(
     now: datetime | None = None,
     days: int = WINDOW_DAYS,
     console: Console | None = None,
+    settings: Settings | None = None,
 ) -> ListeningResult:
     """Write about ``total`` listener events for the tenant's episodes through ingestion (one batch per
-    transaction, limits not enforced), then rebuild the rollups of the days covered. ``console``
-    shows progress; the window never reaches past the retention."""
+    transaction, limits not enforced), then rebuild the rollups of the days covered. With ``settings``
+    (the measurement key), the sessions' prefix requests too (``demo.downloads``), stored as the
+    recorder stores them. ``console`` shows progress; the window never reaches past the retention."""
+    from castmetrics.demo import downloads
+
     started = time.perf_counter()
     moment = now or datetime.now(UTC)
     the_plan = plan(await demo_episodes(db, tenant_id), total, now=moment, days=min(days, retention_days - 1))
     result = ListeningResult()
     first_day, last_day = the_plan.utc_days
+    feed: downloads.Feed | None = None
     with Progress(
         TextColumn("{task.description:<18}"),
         BarColumn(),
@@ -459,43 +490,55 @@ async def generate(
         console=console,
         disable=console is None,
     ) as progress:
-        if the_plan.expected_events:  # every day at once, rather than one transaction per day as batches meet them
-            span = (last_day - first_day).days + 1
-            creating = progress.add_task("Day partitions", total=span)
-            for offset in range(0, span, PARTITION_CHUNK_DAYS):
-                chunk = first_day + timedelta(days=offset)
-                await partitions.ensure(db, chunk, min(last_day, chunk + timedelta(days=PARTITION_CHUNK_DAYS - 1)))
-                progress.update(creating, completed=min(span, offset + PARTITION_CHUNK_DAYS))
-        writing = progress.add_task("Listener events", total=the_plan.expected_events)
-        for batch in the_plan.batches():
-            async with db.tenant_transaction(tenant_id) as session:
-                tenant = await session.get_one(Tenant, tenant_id)
-                written = await events.ingest(
-                    session,
-                    tenant,
-                    "listener",
-                    enumerate(batch),
-                    db=db,
-                    retention_days=retention_days,
-                    enforce_limits=False,
-                    now=moment,
-                )
-            result.events += len(batch)
-            result.accepted += written.accepted
-            result.duplicates += written.duplicates
-            result.rejected += len(written.rejected)
-            result.errors += [r["error"] for r in written.rejected[: 5 - len(result.errors)]]
-            progress.update(writing, completed=result.events, total=max(result.events, the_plan.expected_events))
-        progress.update(writing, total=result.events)
-        if result.events:
-            span = (last_day - first_day).days + 1
-            rebuilding = progress.add_task("Daily rollups", total=span)
-            day = first_day
-            while day <= last_day:
-                chunk_end = min(last_day, day + timedelta(days=ROLLUP_CHUNK_DAYS - 1))
+        try:
+            if the_plan.expected_events:  # every day at once, not one transaction per day as batches meet them
+                span = (last_day - first_day).days + 1
+                creating = progress.add_task("Day partitions", total=span)
+                for offset in range(0, span, PARTITION_CHUNK_DAYS):
+                    chunk = first_day + timedelta(days=offset)
+                    await partitions.ensure(db, chunk, min(last_day, chunk + timedelta(days=PARTITION_CHUNK_DAYS - 1)))
+                    progress.update(creating, completed=min(span, offset + PARTITION_CHUNK_DAYS))
+                if settings is not None:
+                    feed = await downloads.Feed.start(db, tenant_id, the_plan, settings, progress)
+            writing = progress.add_task("Listener events", total=the_plan.expected_events)
+            for batch in the_plan.batches(sessions=feed.sessions if feed is not None else None):
                 async with db.tenant_transaction(tenant_id) as session:
-                    result.rollup_days += await rollups.rebuild(session, tenant_id, day, chunk_end)
-                progress.update(rebuilding, completed=result.rollup_days)
-                day = chunk_end + timedelta(days=1)
+                    tenant = await session.get_one(Tenant, tenant_id)
+                    written = await events.ingest(
+                        session,
+                        tenant,
+                        "listener",
+                        enumerate(batch),
+                        db=db,
+                        retention_days=retention_days,
+                        enforce_limits=False,
+                        now=moment,
+                    )
+                result.events += len(batch)
+                result.accepted += written.accepted
+                result.duplicates += written.duplicates
+                result.rejected += len(written.rejected)
+                result.errors += [r["error"] for r in written.rejected[: 5 - len(result.errors)]]
+                progress.update(writing, completed=result.events, total=max(result.events, the_plan.expected_events))
+                if feed is not None:
+                    await feed.step()
+            progress.update(writing, total=result.events)
+            if feed is not None:
+                await feed.finish()
+                result.requests, result.requests_stored = feed.requests, feed.stored
+                result.bot_requests, result.request_seconds = feed.traffic.bots, feed.seconds
+            if result.events:
+                span = (last_day - first_day).days + 1
+                rebuilding = progress.add_task("Daily rollups", total=span)
+                day = first_day
+                while day <= last_day:
+                    chunk_end = min(last_day, day + timedelta(days=ROLLUP_CHUNK_DAYS - 1))
+                    async with db.tenant_transaction(tenant_id) as session:
+                        result.rollup_days += await rollups.rebuild(session, tenant_id, day, chunk_end)
+                    progress.update(rebuilding, completed=result.rollup_days)
+                    day = chunk_end + timedelta(days=1)
+        finally:
+            if feed is not None:
+                feed.cancel()  # on an error: stop the requests' task
     result.seconds = time.perf_counter() - started
     return result

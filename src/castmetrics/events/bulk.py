@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import psycopg
@@ -38,6 +38,8 @@ REQUIRED = {
 FIELDS = {"listener": validation.LISTENER_FIELDS, "attribution": validation.ATTRIBUTION_FIELDS}
 JSON_COLUMNS = frozenset({"event_data", "attribution_data"})
 BLOCK = 1 << 20  # bytes read at a time
+MIN_PART = 32 << 20  # bytes per worker process, at least
+MAX_LINE = 1 << 20  # an NDJSON line longer than this is refused unread (an event is at most ~10 kB)
 SLICE = 100  # records validated between two turns of the writer
 CSV_BLOCK = 5000  # CSV records read at a time
 
@@ -65,22 +67,57 @@ def detect_format(path: Path, given: str | None) -> str:
     return found
 
 
-class Source:
-    """An opened input file: yields its records with their line numbers and turns them into events."""
+@dataclass(frozen=True)
+class Part:
+    """A byte range of an uncompressed NDJSON file, cut at line ends, and the number of its first line."""
 
-    def __init__(self, path: Path, fmt: str, kind: str) -> None:
+    start: int
+    end: int
+    first_line: int
+
+
+def plan_parts(path: Path, jobs: int) -> list[Part]:
+    """Up to ``jobs`` parts of about equal size (fewer for a small file: each holds ``MIN_PART`` bytes)."""
+    size = path.stat().st_size
+    count = max(1, min(jobs, size // MIN_PART))
+    cuts = [0]
+    with path.open("rb") as file:
+        for k in range(1, count):
+            file.seek(max(cuts[-1], size * k // count))
+            file.readline()  # to the end of the line the cut falls in
+            cuts.append(file.tell())
+        cuts.append(size)
+        firsts, lines, done = [1], 0, 0
+        file.seek(0)
+        for cut in cuts[1:-1]:
+            while done < cut:
+                block = file.read(min(BLOCK, cut - done))
+                lines += block.count(b"\n")
+                done += len(block)
+            firsts.append(lines + 1)
+    return [Part(cuts[k], cuts[k + 1], firsts[k]) for k in range(count) if cuts[k] < cuts[k + 1]]
+
+
+class Source:
+    """An opened input file (or one ``Part`` of it): yields its records with their line numbers and
+    turns them into events."""
+
+    def __init__(self, path: Path, fmt: str, kind: str, part: Part | None = None) -> None:
         self.path = path
         self.format = fmt
         self.kind = kind
         self.lines_read = 0
+        self.part = part
         try:
-            self._file: IO[bytes] = path.open("rb")
+            self._file = path.open("rb")
             self.size = path.stat().st_size
+            if part is not None:
+                self._file.seek(part.start)
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
-        self._stream: IO[bytes] = self._file
+        self._stream: io.BufferedReader | gzip.GzipFile = self._file
         if path.suffix.lower() == ".gz":
-            self._stream = gzip.GzipFile(fileobj=self._file)  # type: ignore[assignment]
+            self._stream = gzip.GzipFile(fileobj=self._file)
         self._header: list[str] = []
         self._bad_utf8: set[int] = set()  # CSV lines that are not valid UTF-8
         self._bad_rows: set[int] = set()  # CSV records spanning such a line
@@ -88,8 +125,11 @@ class Source:
         try:
             if fmt == "csv":
                 self._open_csv()
-            elif isinstance(self._stream, gzip.GzipFile):
-                self._stream.peek(1)  # refuses a file that is not gzip before anything is written
+            elif part is None and self._stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+                raise BadInput(
+                    f"{path.name} holds a JSON array: import NDJSON, one event object per line "
+                    f"(for example: jq -c '.[]' {path.name} > events.ndjson)"
+                )
         except (OSError, EOFError) as exc:  # a damaged gzip file, a read error
             self.close()
             raise BadInput(f"cannot read {path}: {exc}") from None
@@ -196,18 +236,40 @@ class Source:
     # --- NDJSON ----------------------------------------------------------------------------------
 
     def _ndjson_blocks(self) -> Iterator[list[tuple[int, Any]]]:
-        first = 1  # the number of the block's first line
+        first = 1  # the number of the next line to complete
         rest = b""
-        read = self._stream.read
-        while block := read(BLOCK):
+        skipping = False  # inside a line too long to be an event
+        read: Callable[[int], bytes] = self._stream.read
+        if self.part is not None:  # the part's bytes only
+            first, left = self.part.first_line, self.part.end - self.part.start
+
+            def read_part(size: int) -> bytes:
+                nonlocal left
+                data = self._stream.read(min(size, left))
+                left -= len(data)
+                return data
+
+            read = read_part
+        if (block := read(BLOCK)).startswith(b"\xef\xbb\xbf"):
+            block = block[3:]  # a byte order mark
+        while block:
+            if skipping:
+                end = block.find(b"\n")
+                block, skipping = (b"", True) if end < 0 else (block[end + 1 :], False)
+                first += not skipping
             lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
             rest = lines.pop()
-            self.lines_read = first + len(lines) - 1
-            yield [(n, line) for n, line in enumerate(lines, first) if line and not line.isspace()]
-            first += len(lines)
-        if rest:
+            if lines:
+                self.lines_read = first + len(lines) - 1
+                yield [(n, line) for n, line in enumerate(lines, first) if line and not line.isspace()]
+                first += len(lines)
+            if len(rest) > MAX_LINE:
+                yield [(first, BadRecord(f"the line is longer than {MAX_LINE:,} bytes"))]
+                rest, skipping = b"", True
+            block = read(BLOCK)
+        if rest or skipping:
             self.lines_read = first
-            if not rest.isspace():
+            if rest and not rest.isspace():
                 yield [(first, rest)]
 
     # --- both ------------------------------------------------------------------------------------
@@ -226,7 +288,8 @@ class Source:
                 try:
                     append((line, loads(raw)))
                 except decode_error as exc:
-                    broken.append({"index": line, "error": f"not valid JSON: {exc.msg}"})
+                    reason = raw.reason if isinstance(raw, BadRecord) else f"not valid JSON: {exc.msg}"
+                    broken.append({"index": line, "error": reason})
             return items, broken
         for line, cells in records:
             if isinstance(cells, BadRecord):
@@ -249,7 +312,7 @@ class Source:
 
 @dataclass(frozen=True)
 class BadRecord:
-    """A CSV record the csv module could not read."""
+    """A record refused as it was read (a CSV row the csv module cannot read, an overlong line)."""
 
     reason: str
 
@@ -364,8 +427,8 @@ async def _store(runtime: Database, tenant: Tenant, kind: str, batch: Batch) -> 
                 return await service.store(
                     session, tenant, kind, batch.checked, db=runtime, enforce_limits=False, pre_rejected=batch.broken
                 )
-        except DBAPIError as exc:
-            if attempt == 3 or not isinstance(exc.orig, RETRIED):
+        except (DBAPIError, psycopg.Error) as exc:  # the COPY runs on the driver's cursor: unwrapped errors
+            if attempt == 3 or not isinstance(exc.orig if isinstance(exc, DBAPIError) else exc, RETRIED):
                 raise
     raise AssertionError("unreachable")
 

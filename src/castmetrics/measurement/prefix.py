@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable
+from typing import NamedTuple
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 PREFIX = b"/p/"
 MAX_URL_BYTES = 4096
@@ -21,8 +22,7 @@ MAX_HEADER_CHARS = 1024
 _BAD_REQUEST = b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"use /p/{tenant_slug}/{audio URL without scheme}"}'  # noqa: E501
 
 
-@dataclass(frozen=True, slots=True)
-class RawRequest:
+class RawRequest(NamedTuple):
     """One prefix request as it arrived; the client address lives only in memory."""
 
     at: float  # unix time
@@ -36,21 +36,16 @@ class RawRequest:
 
 
 class Buffer:
-    """Requests waiting for the recorder: appended by the prefix, swapped out whole by the recorder."""
+    """Requests waiting for the recorder. The prefix appends on the serving thread; the recorder
+    takes them on its own thread (deque appends and pops are atomic)."""
 
-    def __init__(self, flush_at: int = 20_000) -> None:
-        self.items: list[RawRequest] = []
-        self.flush_at = flush_at
-        self.on_full: Callable[[], None] | None = None  # the recorder's wake-up
-
-    def append(self, item: RawRequest) -> None:
-        self.items.append(item)
-        if len(self.items) >= self.flush_at and self.on_full is not None:
-            self.on_full()
+    def __init__(self) -> None:
+        self.items: deque[RawRequest] = deque()
+        self.append = self.items.append
 
     def take(self) -> list[RawRequest]:
-        items, self.items = self.items, []
-        return items
+        pop = self.items.popleft
+        return [pop() for _ in range(len(self.items))]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -60,16 +55,14 @@ def trusted_networks(cidrs: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipad
     return tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs if cidr.strip())
 
 
-class PrefixMiddleware:
-    """Answers ``/p/…`` itself; everything else goes to the application."""
+class Edge:
+    """What every HTTP request meets first, before any routing or middleware: the client address
+    taken from ``X-Forwarded-For`` when the direct peer is a configured trusted proxy (for every route),
+    and the measurement prefix, answered right here."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        buffer: Buffer,
-        trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        self, buffer: Buffer, trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ) -> None:
-        self.app = app
         self.buffer = buffer
         self.trusted_proxies = trusted_proxies
         self._trusted_cache: dict[str, bool] = {}
@@ -86,17 +79,32 @@ class PrefixMiddleware:
                 self._trusted_cache[peer] = known
         return known
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def resolve_client(self, scope: Scope) -> None:
+        """Replace ``scope["client"]`` by the nearest address in X-Forwarded-For that is not one of
+        our proxies, when the direct peer is one of them; otherwise leave the peer."""
+        client = scope.get("client")
+        if not client or not self._is_trusted(client[0]):
             return
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        if not raw_path.startswith(PREFIX):
-            await self.app(scope, receive, send)
+        forwarded = b""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded = value if not forwarded else forwarded + b"," + value
+        if not forwarded:
             return
-        await self._redirect(scope, raw_path, send)
+        address = client[0]
+        for hop in reversed(forwarded.decode("latin-1").split(",")):
+            address = hop.strip()
+            if not self._is_trusted(address):
+                break
+        if address:
+            scope["client"] = (address, 0)
 
-    async def _redirect(self, scope: Scope, raw_path: bytes, send: Send) -> None:
+    def is_prefix(self, scope: Scope) -> bool:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        return raw_path.startswith(PREFIX)
+
+    async def redirect(self, scope: Scope, send: Send) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         slug, _, rest = raw_path[3:].partition(b"/")
         query: bytes = scope.get("query_string", b"")
         if not slug or not rest or rest[0] == 47 or len(rest) + len(query) > MAX_URL_BYTES:  # 47 = "/"
@@ -109,7 +117,7 @@ class PrefixMiddleware:
             [(b"location", b"https://" + target), (b"cache-control", b"private, no-cache"), (b"content-length", b"0")],
             b"",
         )
-        user_agent = referer = range_ = forwarded = ""
+        user_agent = referer = range_ = ""
         for name, value in scope["headers"]:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")[:MAX_HEADER_CHARS]
@@ -117,27 +125,17 @@ class PrefixMiddleware:
                 referer = value.decode("latin-1")[:MAX_HEADER_CHARS]
             elif name == b"range":
                 range_ = value.decode("latin-1")[:200]
-            elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
         client = scope.get("client")
-        address = client[0] if client else ""
-        if forwarded and self.trusted_proxies and self._is_trusted(address):
-            # The nearest hop not ours is the client: walk X-Forwarded-For from the right.
-            for hop in reversed(forwarded.split(",")):
-                hop = hop.strip()
-                address = hop
-                if not self._is_trusted(hop):
-                    break
         self.buffer.append(
             RawRequest(
-                at=time.time(),
-                slug=slug.decode("latin-1")[:100],
-                url=target.decode("latin-1"),
-                address=address,
-                user_agent=user_agent,
-                referer=referer,
-                range=range_,
-                method=scope["method"],
+                time.time(),
+                slug.decode("latin-1")[:100],
+                target.decode("latin-1"),
+                client[0] if client else "",
+                user_agent,
+                referer,
+                range_,
+                scope["method"],
             )
         )
 

@@ -40,7 +40,7 @@ class Spool:
             self._file = handle
         return self._file
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[Any]) -> None:
         """Append ``records`` durably (written and fsynced before this returns)."""
         if not records:
             return
@@ -75,8 +75,8 @@ class Spool:
         return bool(self.pending()) or self._file is not None
 
     @staticmethod
-    def _chunks(handle: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
-        chunk: list[dict[str, Any]] = []
+    def _chunks(handle: IO[bytes]) -> Iterator[list[Any]]:
+        chunk: list[Any] = []
         for line in handle:
             if not line.strip():
                 continue
@@ -91,7 +91,7 @@ class Spool:
         if chunk:
             yield chunk
 
-    async def replay(self, write: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> int:
+    async def replay(self, write: Callable[[list[Any]], Awaitable[None]]) -> int:
         """Write every pending file in order through ``write``; answers the records replayed.
         Stops (raising ``write``'s error) at the first failure, leaving the rest for next time."""
         self.rotate()
