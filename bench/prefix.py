@@ -167,9 +167,7 @@ def main() -> None:
                 _stop(reference)
             port = _free_port()
             before = _stored(owner_url)
-            prefix = _serve(
-                [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "2"], env
-            )
+            prefix = _serve([sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "2"], env)
             try:
                 _wait(f"http://127.0.0.1:{port}/healthz", prefix)
                 before = _stored(owner_url)

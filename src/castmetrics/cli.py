@@ -128,6 +128,7 @@ def _seed_demo(
     re-run stores none twice), or with ``None`` (``serve --demo``) ``settings.demo_events`` only while
     the demo tenant has no listener events yet."""
     from rich.console import Console
+    from sqlalchemy import text
 
     from castmetrics.demo import listening
     from castmetrics.demo import service as demo
@@ -142,6 +143,8 @@ def _seed_demo(
                 count = 0 if await listening.has_listening(runtime, summary.tenant.id) else settings.demo_events
             if count:
                 typer.echo(f"Generating about {count:,} listener events for the demo …", err=True)
+                async with owner.transaction() as session:  # the catalog just seeded: plan the rollups' joins well
+                    await session.execute(text("ANALYZE episodes, podcasts"))
                 result = await listening.generate(
                     runtime,
                     summary.tenant.id,
@@ -512,6 +515,15 @@ def events_import(
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="Events per batch (one transaction each).")
     ] = 10_000,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Worker processes for an uncompressed NDJSON file, each taking a part of at least 32 MB "
+            "(0: one per CPU, up to 4). CSV and .gz files are read by one process.",
+        ),
+    ] = 0,
     rejects: Annotated[
         Path | None,
         typer.Option(
@@ -550,7 +562,7 @@ def events_import(
     except bulk.BadInput as exc:
         source.close()
         _fail(str(exc), code=2)
-    shown: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []  # the first refusals by line
     totals = bulk.Totals()
     console = Console(stderr=True)
     progress = Progress(
@@ -564,90 +576,105 @@ def events_import(
     )
     task = progress.add_task(f"Importing {file.name}", total=source.size or None, events=0)
 
-    def on_batch(batch: bulk.Batch, result: service.IngestResult, now: bulk.Totals) -> None:
+    def on_batch(report: bulk.Report, now: bulk.Totals) -> None:
         progress.update(task, completed=now.position, events=now.records)
         if now.batches % 20 == 0:
             gc.collect()  # the automatic collector is off during the import (see below)
-        if not result.rejected:
+        if not report.rejected:
             return
-        records = dict(batch.records) if batch.records is not None else {}
-        for refused in result.rejected:
-            if len(shown) < REJECTS_SHOWN:
-                shown.append(refused)
-            if rejects_out is not None:
-                record = source.text_of(records.get(refused["index"]))
-                rejects_out.write(json.dumps({"line": refused["index"], "error": refused["error"], "record": record}))
-                rejects_out.write("\n")
+        shown.extend({"index": r["index"], "error": r["error"]} for r in report.rejected[:REJECTS_SHOWN])
+        if len(shown) > 4 * REJECTS_SHOWN:  # parts run in parallel: keep the first lines
+            shown.sort(key=lambda r: r["index"])
+            del shown[REJECTS_SHOWN:]
+        if rejects_out is not None:
+            for refused in report.rejected:
+                line = {"line": refused["index"], "error": refused["error"], "record": refused.get("record")}
+                rejects_out.write(json.dumps(line) + "\n")
 
     settings = _settings(data_dir)
-    failure: str | None = None
+    failures: list[str] = []
+    parts: list[bulk.Part] = []
     started = finished = time.perf_counter()
     try:
         with owner_database(settings) as owner_url:
             runtime_url = _migrate(settings, owner_url)
+            found: Any = _run_as_owner(owner_url, lambda owner: _tenant_for_slug(owner, tenant))
+            if found is None:
+                _fail(f"no tenant with slug {tenant!r}", code=2)
+            if found.status != "active":
+                _fail(f"tenant {tenant!r} is {found.status}: activate it first to import events", code=2)
+            if source.format == "ndjson" and file.suffix.lower() != ".gz" and jobs != 1:
+                parts = bulk.plan_parts(file, jobs or min(4, os.cpu_count() or 1))
+            # The import allocates millions of short-lived containers and makes no reference cycles,
+            # so the cyclic collector (whose passes would scan every batch in flight, and the modules
+            # loaded so far, over and over) is off for its duration and run every 20 batches instead.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            started = time.perf_counter()
+            try:
+                with progress:
+                    if len(parts) > 1:
+                        jobs_of = [
+                            bulk.PartJob(
+                                index, runtime_url, found.id, file, kind, part, batch_size,
+                                settings.event_retention_days, rejects_out is not None,
+                            )
+                            for index, part in enumerate(parts)
+                        ]  # fmt: skip
+                        failures = bulk.run_parts(jobs_of, on_batch, totals)
+                    else:
 
-            async def work(owner: Database) -> None:
-                nonlocal failure, started, finished
-                found = await _tenant_for_slug(owner, tenant)
-                if found is None:
-                    _fail(f"no tenant with slug {tenant!r}", code=2)
-                if found.status != "active":
-                    _fail(f"tenant {tenant!r} is {found.status}: activate it first to import events", code=2)
-                runtime = Database(runtime_url, pool_size=2, max_overflow=1, application_name="castmetrics-import")
-                try:
-                    async with runtime.tenant_transaction(found.id) as session:
-                        acting = await session.get_one(Tenant, found.id)
-                    # The import allocates millions of short-lived containers and makes no cycles of
-                    # its own, so the cyclic collector (whose passes would scan every batch in flight,
-                    # and the modules loaded so far, over and over) is switched off for its duration
-                    # and run every 20 batches instead.
-                    gc.collect()
-                    gc.freeze()
-                    gc.disable()
-                    started = time.perf_counter()
-                    with progress:
-                        await bulk.run(
-                            source,
-                            runtime,
-                            acting,
-                            batch_size=batch_size,
-                            retention_days=settings.event_retention_days,
-                            keep_records=rejects_out is not None,
-                            on_batch=on_batch,
-                            totals=totals,
-                        )
-                except (bulk.ReadFailed, SQLAlchemyError, psycopg.Error, OSError) as exc:
-                    failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                finally:
-                    finished = time.perf_counter()
-                    gc.enable()
-                    await runtime.dispose()
+                        async def import_here() -> None:
+                            runtime = Database(
+                                runtime_url, pool_size=2, max_overflow=1, application_name="castmetrics-import"
+                            )
+                            try:
+                                async with runtime.tenant_transaction(found.id) as session:
+                                    acting = await session.get_one(Tenant, found.id)
+                                await bulk.run(
+                                    source,
+                                    runtime,
+                                    acting,
+                                    batch_size=batch_size,
+                                    retention_days=settings.event_retention_days,
+                                    keep_records=rejects_out is not None,
+                                    on_batch=on_batch,
+                                    totals=totals,
+                                )
+                            finally:
+                                await runtime.dispose()
 
-            _run_as_owner(owner_url, work)
+                        asyncio.run(import_here())
+            except (bulk.ReadFailed, SQLAlchemyError, psycopg.Error, OSError) as exc:
+                failures.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            finally:
+                finished = time.perf_counter()
+                gc.enable()
     finally:
         source.close()
         if rejects_out is not None:
             rejects_out.close()
     elapsed = finished - started
-    for refused in shown:
+    shown.sort(key=lambda r: r["index"])
+    for refused in shown[:REJECTS_SHOWN]:
         typer.echo(f"line {refused['index']}: {refused['error']}")
-    if totals.rejected > len(shown):
-        more = f"  … and {totals.rejected - len(shown):,} more"
+    if totals.rejected > REJECTS_SHOWN:
+        more = f"  … and {totals.rejected - REJECTS_SHOWN:,} more"
         typer.echo(more + (f" (all of them in {rejects})" if rejects else " (--rejects FILE writes them all)"))
     rate = totals.records / elapsed if elapsed > 0 else 0.0
     typer.echo(
         f"{file.name} → tenant {tenant} ({kind} events, {source.format}): {totals.lines_read:,} lines read, "
         f"{totals.accepted:,} accepted, {totals.duplicates:,} duplicates, {totals.rejected:,} rejected "
-        f"in {elapsed:.1f} s ({rate:,.0f} events/s)"
+        f"in {elapsed:.1f} s ({rate:,.0f} events/s{f', {len(parts)} processes' if len(parts) > 1 else ''})"
     )
-    if failure is not None:
-        done = (
-            f"the {totals.batches:,} batches before it are stored (to line {totals.last_line:,}); running the "
-            "import again skips their events as duplicates"
-            if totals.batches
-            else "nothing was stored"
+    if failures:
+        stored = f"{totals.batches:,} batches are stored" if totals.batches else "nothing was stored"
+        _fail(
+            f"the import stopped: {'; '.join(failures)}. {stored.capitalize()}; running the import again "
+            "skips the events stored as duplicates.",
+            code=1,
         )
-        _fail(f"the import stopped: {failure}; {done}.", code=1)
     if totals.rejected:
         raise typer.Exit(1)
 
@@ -712,6 +739,127 @@ def rollups_rebuild(
 
         done = _run_as_owner(owner_url, work)
     typer.echo(f"Rollups rebuilt for {len(done)} tenant(s).", err=True)
+
+
+# --- user-agent lists -----------------------------------------------------------------------------
+
+useragents_app = typer.Typer(
+    help="The OPAWG user-agent lists that classify prefix requests (apps, bots, browsers …).", no_args_is_help=True
+)
+app.add_typer(useragents_app, name="useragents")
+
+
+def _list_version(path: Path) -> str | None:
+    """What a list file says of its version, if anything."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("version", "updated", "date", "lastUpdated"):
+        value = document.get(key) if isinstance(document, dict) else None
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _source_note(folder: Path) -> str | None:
+    """The upstream commit and date a SOURCES file names (as the bundled SOURCES.md does)."""
+    import re
+
+    for name in ("SOURCES.md", "SOURCES", "SOURCES.txt"):
+        path = folder / name
+        if path.is_file():
+            content = path.read_text(encoding="utf-8", errors="replace")
+            commit = re.search(r"\bcommit\s+([0-9a-f]{7,40})\b", content)
+            day = re.search(r"\b(\d{4}-\d{2}-\d{2})\b", content)
+            parts = [f"commit {commit.group(1)[:12]}" if commit else "", f"of {day.group(1)}" if day else ""]
+            return " ".join(part for part in parts if part) or f"see {name}"
+    return None
+
+
+def _print_lists(folder: Path, lists: dict[str, Any]) -> None:
+    from castmetrics.measurement import useragents
+
+    for name in useragents.LIST_NAMES:
+        version = _list_version(folder / f"{name}.json")
+        typer.echo(f"  {name:<10} {len(lists[name].entries):>5} entries" + (f"  version {version}" if version else ""))
+    if source := _source_note(folder):
+        typer.echo(f"  source: {source}")
+
+
+@useragents_app.command("install")
+def useragents_install(
+    folder: Annotated[
+        Path, typer.Argument(help="A folder with the six list files (apps.json, bots.json, …), e.g. the lists' src/.")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Check newer OPAWG user-agent lists and install them into <data dir>/useragents/ (replacing any installed
+    before, in one rename). Running servers switch to them within a minute, new processes use them at start.
+    Lists that do not load exit 2 and change nothing."""
+    import shutil
+    import uuid
+
+    from castmetrics.measurement import useragents
+
+    settings = _settings(data_dir)
+    source = folder.expanduser()
+    if not source.is_dir():
+        _fail(f"{source} is not a folder", code=2)
+    try:
+        classifier = useragents.load(source)
+    except useragents.UserAgentListError as exc:
+        _fail(f"nothing installed: the lists in {source} do not load: {exc}", code=2)
+    target = settings.data_dir / useragents.INSTALLED_FOLDER
+    staging = settings.data_dir / f".useragents-new-{uuid.uuid4().hex[:12]}"
+    retired = settings.data_dir / f".useragents-old-{uuid.uuid4().hex[:12]}"
+    names = [f"{name}.json" for name in useragents.LIST_NAMES]
+    names += [name for name in useragents.EXTRA_FILES if (source / name).is_file()]
+    try:
+        staging.mkdir(parents=True)
+        for name in names:
+            shutil.copyfile(source / name, staging / name)
+        replacing = target.exists()
+        if replacing:
+            os.replace(target, retired)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if replacing:
+                os.replace(retired, target)
+            raise
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        _fail(f"nothing installed into {target}: {exc}")
+    shutil.rmtree(retired, ignore_errors=True)
+    typer.echo(f"Installed the user-agent lists of {source} into {target}:")
+    _print_lists(target, classifier.lists)
+    typer.echo("Running servers switch to them within a minute; new processes use them from the start.")
+
+
+@useragents_app.command("show")
+def useragents_show(data_dir: DataDir = None) -> None:
+    """Which user-agent lists classify requests: those installed in <data dir>/useragents/, else the bundled
+    ones; with the entries of each list."""
+    from castmetrics.measurement import useragents
+
+    settings = _settings(data_dir)
+    target = settings.data_dir / useragents.INSTALLED_FOLDER
+    if target.exists():
+        try:
+            lists = useragents.read_lists(target)
+        except useragents.UserAgentListError as exc:
+            typer.secho(
+                f"warning: the lists installed in {target} do not load ({exc}); the bundled lists are used",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
+        else:
+            typer.echo(f"Active: installed lists, {target}")
+            _print_lists(target, lists)
+            return
+    typer.echo(f"Active: bundled lists, {useragents.DATA_DIR}")
+    _print_lists(useragents.DATA_DIR, useragents.read_lists(useragents.DATA_DIR))
 
 
 def main() -> None:

@@ -289,6 +289,40 @@ async def test_a_batch_that_loses_a_deadlock_is_stored_again(
     assert await count_events(db, catalog.team.tenant_id) == 3
 
 
+def test_a_file_in_parts_imported_by_worker_processes(
+    catalog: Catalog,
+    settings: Settings,
+    runtime_url: str,
+    owner_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--jobs``: parts cut at line ends, each imported by a process of its own; lines keep their
+    numbers in the whole file and an event repeated across parts is stored once."""
+    monkeypatch.setattr(bulk, "MIN_PART", 1)  # the forked workers see it too
+    events = [listener_event(catalog.episode_ids[i % 3]) for i in range(300)]
+    lines: list[Any] = [*events[:150], b"{broken", *events[150:], events[0], b""]  # 303 lines, the last blank
+    path = write_ndjson(tmp_path / "events.ndjson", lines)
+    parts = bulk.plan_parts(path, 3)
+    assert [p.first_line for p in parts][0] == 1 and len(parts) == 3
+    assert parts[-1].end == path.stat().st_size
+    jobs = [
+        bulk.PartJob(n, runtime_url, catalog.team.tenant_id, path, "listener", part, 40, 730, True)
+        for n, part in enumerate(parts)
+    ]
+    reports: list[bulk.Report] = []
+    totals = bulk.Totals()
+    failures = bulk.run_parts(jobs, lambda report, _: reports.append(report), totals)
+    assert failures == []
+    assert (totals.accepted, totals.duplicates, totals.rejected, totals.lines_read) == (300, 1, 1, 303)
+    assert totals.position == path.stat().st_size
+    refused = [r for report in reports for r in report.rejected]
+    assert refused == [{"index": 151, "error": refused[0]["error"], "record": "{broken"}]
+    with psycopg.connect(owner_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM listener_events WHERE tenant_id = %s", (catalog.team.tenant_id,))
+        assert stored.fetchone() == (300,)
+
+
 def read_all(path: Path, fmt: str) -> tuple[dict[int, Any], dict[int, str], int]:
     """Every record of a file as the import reads it: events by line, refusals by line, lines read."""
     source = bulk.Source(path, fmt, "listener")

@@ -63,10 +63,10 @@ from castmetrics.measurement.recorder import Recorder
 
 NAMESPACE: Final = uuid.UUID("0d7c2f4e-8a51-4b3e-9a57-3c1f6e2b9d84")  # of the demo's request ids
 BOT_SHARE: Final = 0.07  # of all requests
-DOWNLOAD_ONLY_SHARE: Final = 0.3  # extra downloads never played, per listening session
+DOWNLOAD_ONLY_SHARE: Final = 0.2  # extra downloads never played, per listening session
 HEAD_SHARE: Final = 0.04  # sessions whose app sends a HEAD first
 RESUME_REFETCH_SECONDS: Final = 600.0  # a pause at least this long: the player asks for the rest again
-JUMP_REFETCH_SHARE: Final = 0.5  # of skips and seeks forward that ask for the rest from there
+JUMP_REFETCH_SHARE: Final = 0.3  # of skips and seeks forward that ask for the rest from there
 BYTES_PER_SECOND: Final = 16_000  # 128 kbit/s, for an episode whose feed gave no length
 BATCH: Final = 20_000  # requests per Recorder.write
 OVERLAP = True
@@ -190,10 +190,14 @@ class Bot:
 Request = tuple[uuid.UUID, RawRequest]  # (id, the request)
 
 
-def _request_id(prefix: Any, suffix: str) -> uuid.UUID:
-    """``uuid.uuid5(NAMESPACE, name)`` where ``prefix`` is a sha1 already fed the namespace and the name's start."""
+_NUMBERS = [str(n).encode() for n in range(100)]
+
+
+def _request_id(prefix: Any, number: int) -> uuid.UUID:
+    """``uuid.uuid5(NAMESPACE, name + str(number))`` where ``prefix`` is a sha1 already fed the namespace and
+    ``name``."""
     digest = prefix.copy()
-    digest.update(suffix.encode())
+    digest.update(_NUMBERS[number] if number < 100 else str(number).encode())
     return uuid.UUID(bytes=digest.digest()[:16], version=5)
 
 
@@ -365,7 +369,7 @@ class Traffic:
             method = "HEAD" if rng.random() < 0.3 else "GET"
             if self.start <= at < self.until and (episode.published is None or at >= episode.published):
                 raw = RawRequest(at, self.slug, audio.url, bot.address, bot.user_agent, "", "", method)
-                out.append((_request_id(prefix, str(j)), raw))
+                out.append((_request_id(prefix, j), raw))
                 self.bots += 1
 
     def _session(
@@ -381,43 +385,37 @@ class Traffic:
         name: str,
     ) -> None:
         client = self.client(index)
+        at = start + script[0][0]
+        fetches: list[tuple[float, str, str]] = []  # (when, Range, method)
+        if rng.random() < HEAD_SHARE:
+            fetches.append((at, "", "HEAD"))
+        if client.fetch == "probe":
+            fetches += ((at + 0.05, "bytes=0-1", "GET"), (at + 0.2, "bytes=0-", "GET"))
+        else:
+            fetches.append((at + 0.05, "bytes=0-" if client.fetch == "range" else "", "GET"))
+        if script[0][1] != "download":  # (a download is played from the file) a stream asks for the rest again
+            last = 0.0
+            for seconds, kind, data in script:
+                position: float | None = None
+                if kind == "resume" and seconds - last >= RESUME_REFETCH_SECONDS and data:
+                    position = data["position_seconds"]
+                elif (
+                    kind in ("skip", "seek")
+                    and data
+                    and data["to_seconds"] > data["from_seconds"]
+                    and rng.random() < JUMP_REFETCH_SHARE
+                ):
+                    position = data["to_seconds"]
+                if position:
+                    fetches.append((start + seconds + 0.1, f"bytes={int(position * audio.bytes_per_second)}-", "GET"))
+                last = seconds
         listener = self.plan.listeners[index]
         prefix = hashlib.sha1(NAMESPACE.bytes + f"{listener}/{episode.id}/{day.isoformat()}.{name}/".encode())
-        sequence = 0
-
-        def send(at: float, range_: str, method: str = "GET") -> None:
-            nonlocal sequence
-            if at < self.until:
-                raw = RawRequest(at, self.slug, audio.url, client.address, client.user_agent, client.referer, range_,
-                                 method)  # fmt: skip
-                out.append((_request_id(prefix, str(sequence)), raw))
-            sequence += 1
-
-        at = start + script[0][0]
-        if rng.random() < HEAD_SHARE:
-            send(at, "", "HEAD")
-        if client.fetch == "probe":
-            send(at + 0.05, "bytes=0-1")
-            send(at + 0.2, "bytes=0-")
-        else:
-            send(at + 0.05, "bytes=0-" if client.fetch == "range" else "")
-        if script[0][1] == "download":
-            return  # played from the downloaded file
-        last = 0.0
-        for seconds, kind, data in script:
-            position: float | None = None
-            if kind == "resume" and seconds - last >= RESUME_REFETCH_SECONDS and data:
-                position = data["position_seconds"]
-            elif (
-                kind in ("skip", "seek")
-                and data
-                and data["to_seconds"] > data["from_seconds"]
-                and rng.random() < JUMP_REFETCH_SHARE
-            ):
-                position = data["to_seconds"]
-            if position:
-                send(start + seconds + 0.1, f"bytes={int(position * audio.bytes_per_second)}-")
-            last = seconds
+        for sequence, (moment, range_, method) in enumerate(fetches):
+            if moment < self.until:
+                raw = RawRequest(moment, self.slug, audio.url, client.address, client.user_agent, client.referer,
+                                 range_, method)  # fmt: skip
+                out.append((_request_id(prefix, sequence), raw))
 
 
 async def store(recorder: Recorder, requests: list[Request]) -> None:
@@ -476,6 +474,7 @@ class Feed:
     ) -> Feed:
         """The feed of ``plan`` for the tenant's episodes with an audio URL."""
         clock = time.perf_counter()
+        useragents.maybe_reload(settings.data_dir / useragents.INSTALLED_FOLDER)  # the lists a server there uses
         async with db.tenant_transaction(tenant_id) as session:
             found = await session.execute(text("SELECT slug FROM tenants WHERE id = :t"), {"t": tenant_id})
             slug = found.scalar_one()

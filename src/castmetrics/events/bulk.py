@@ -4,16 +4,23 @@ The file is read in batches, never whole. Each batch is validated by the same co
 API (``validation.Checker``) and written by the same COPY path (``service.store``) in a transaction
 of its own, so an import stopped half-way keeps the batches it committed and a re-run counts them as
 duplicates. Reading and validating the next batch overlaps the database's work on the current one:
-the reader is an asyncio task that yields to the writer every few hundred records. Every refused
-record is reported by its line in the file (1-based; a CSV header is line 1).
+the reader is an asyncio task that yields to the writer every hundred records, and two batches are
+in flight at once. A large uncompressed NDJSON file can also be cut into parts at line ends, each
+imported by a worker process of its own (``run_parts``: validation is pure Python, so one process
+uses one core). Every refused record is reported by its line in the file (1-based; a CSV header is
+line 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import gzip
 import io
+import multiprocessing
+import queue
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -125,6 +132,7 @@ class Source:
         try:
             if fmt == "csv":
                 self._open_csv()
+            # (Peeking also reads a gzip header: a file that is not gzip is refused here.)
             elif part is None and self._stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
                 raise BadInput(
                     f"{path.name} holds a JSON array: import NDJSON, one event object per line "
@@ -331,6 +339,19 @@ class Batch:
 
 
 @dataclass
+class Report:
+    """One committed batch as the import's caller sees it."""
+
+    size: int  # records
+    accepted: int
+    duplicates: int
+    # {"index": line, "error": reason}, with "record" (``Source.text_of``) when records are kept
+    rejected: list[dict[str, Any]]
+    done: int  # bytes of its part of the file read once the batch was complete
+    last_line: int
+
+
+@dataclass
 class Totals:
     """What the import did so far: counts of committed batches only."""
 
@@ -340,11 +361,20 @@ class Totals:
     duplicates: int = 0
     rejected: int = 0
     batches: int = 0
-    last_line: int = 0  # the last line of the last batch committed in file order
-    position: int = 0
+    last_line: int = 0  # the last line of the last batch committed in file order (one process)
+    position: int = 0  # bytes of the file processed
+
+    def add(self, report: Report) -> None:
+        self.batches += 1
+        self.records += report.size
+        self.accepted += report.accepted
+        self.duplicates += report.duplicates
+        self.rejected += len(report.rejected)
+        self.last_line = report.last_line
+        self.lines_read = max(self.lines_read, report.last_line)
 
 
-OnBatch = Callable[[Batch, service.IngestResult, Totals], None]
+OnBatch = Callable[[Report, Totals], None]
 RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -463,17 +493,20 @@ async def run(
     )
     in_flight: deque[tuple[Batch, asyncio.Task[service.IngestResult]]] = deque()
 
+    start = source.part.start if source.part is not None else 0
+
     def account(batch: Batch, result: service.IngestResult) -> None:
-        totals.batches += 1
-        totals.records += batch.size
-        totals.accepted += result.accepted
-        totals.duplicates += result.duplicates
-        totals.rejected += len(result.rejected)
-        totals.last_line = batch.last_line
-        totals.lines_read = max(totals.lines_read, batch.last_line)
-        totals.position = batch.position
+        rejected = result.rejected
+        if rejected and batch.records is not None:
+            records = dict(batch.records)
+            rejected = [{**r, "record": source.text_of(records.get(r["index"]))} for r in rejected]
+        report = Report(
+            batch.size, result.accepted, result.duplicates, rejected, batch.position - start, batch.last_line
+        )
+        totals.add(report)
+        totals.position = report.done
         if on_batch is not None:
-            on_batch(batch, result, totals)
+            on_batch(report, totals)
 
     try:
         while True:
@@ -490,13 +523,121 @@ async def run(
             done, task = in_flight.popleft()
             account(done, await task)
         totals.lines_read = source.lines_read
-        totals.position = source.position
+        totals.position = source.position - start
         return totals
     finally:
         if not producer.done():
             producer.cancel()
         # Batches already sent finish (commit or fail) before the error is reported.
         await asyncio.gather(producer, *(task for _, task in in_flight), return_exceptions=True)
+
+
+# --- several processes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """What a worker process needs to import one part of a file."""
+
+    index: int
+    runtime_url: str
+    tenant_id: uuid.UUID
+    path: Path
+    kind: str
+    part: Part
+    batch_size: int
+    retention_days: int
+    keep_records: bool
+
+
+def _import_part(job: PartJob, messages: Any) -> None:
+    """A worker process: imports its part of the file, reporting each committed batch, then how it ended."""
+    gc.freeze()
+    gc.disable()  # as in the single-process import: the batches make no reference cycles
+
+    async def work() -> int:
+        runtime = Database(job.runtime_url, pool_size=2, max_overflow=1, application_name="castmetrics-import")
+        source = Source(job.path, "ndjson", job.kind, job.part)
+        try:
+            async with runtime.tenant_transaction(job.tenant_id) as session:
+                tenant = await session.get_one(Tenant, job.tenant_id)
+
+            def report(batch: Report, totals: Totals) -> None:
+                messages.put(("batch", job.index, batch))
+                if totals.batches % 20 == 0:
+                    gc.collect()
+
+            totals = await run(
+                source,
+                runtime,
+                tenant,
+                batch_size=job.batch_size,
+                retention_days=job.retention_days,
+                keep_records=job.keep_records,
+                on_batch=report,
+            )
+            return totals.lines_read
+        finally:
+            source.close()
+            await runtime.dispose()
+
+    try:
+        lines_read = asyncio.run(work())
+    except Exception as exc:  # the parent reports it; batches committed before stay
+        messages.put(("failed", job.index, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        return
+    messages.put(("done", job.index, lines_read))
+
+
+def run_parts(jobs: list[PartJob], on_batch: OnBatch | None = None, totals: Totals | None = None) -> list[str]:
+    """Import the parts of a file in one worker process each (their batches answered as they commit);
+    answers the failures, one line per part that stopped early. Call it outside any event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # as it should be: a forked child could not start its own loop
+    else:
+        raise RuntimeError("run_parts starts worker processes: call it outside an event loop")
+    totals = totals if totals is not None else Totals()
+    # Forked workers start at once with everything imported; elsewhere they start afresh.
+    context = multiprocessing.get_context("fork") if sys.platform == "linux" else multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    workers = [context.Process(target=_import_part, args=(job, messages), daemon=True) for job in jobs]
+    for worker in workers:
+        worker.start()
+    done = [0] * len(jobs)
+    running = set(range(len(jobs)))
+    failures: list[str] = []
+    try:
+        while running:
+            try:
+                kind, index, payload = messages.get(timeout=0.5)
+            except queue.Empty:
+                for index in sorted(running):  # a worker that died without a word (killed, out of memory)
+                    if workers[index].exitcode not in (None, 0) and messages.empty():
+                        running.discard(index)
+                        failures.append(f"part {index + 1}: the worker process ended ({workers[index].exitcode})")
+                continue
+            if kind == "batch":
+                done[index] = payload.done
+                totals.add(payload)
+                totals.position = sum(done)
+                if on_batch is not None:
+                    on_batch(payload, totals)
+                continue
+            running.discard(index)
+            if kind == "failed":
+                failures.append(f"part {index + 1} (from line {jobs[index].part.first_line:,}): {payload}")
+            else:
+                totals.lines_read = max(totals.lines_read, payload)
+                done[index] = jobs[index].part.end - jobs[index].part.start
+        totals.position = sum(done)
+        return failures
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
 
 
 def open_text(path: Path) -> io.TextIOWrapper:

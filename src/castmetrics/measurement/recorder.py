@@ -10,7 +10,6 @@ spooled, new records queue behind it, so the spool is replayed in order, exactly
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import hmac
@@ -57,6 +56,7 @@ ENRICH_SLICE = 500
 SLUG_TTL = 30.0
 EPISODE_TTL = 60.0
 EPISODE_RELOAD_AFTER = 1.0  # a URL that matches nothing reloads a map older than this
+USERAGENTS_CHECK_SECONDS = 60.0  # how often a flush looks for newer installed user-agent lists
 
 
 def measurement_key(settings: Settings) -> bytes:
@@ -84,10 +84,11 @@ class Recorder:
         self.retention_days = settings.event_retention_days
         self.enricher = Enricher(measurement_key(settings), AddressRanges.from_file(settings.datacenter_ranges_file))
         self.spool = Spool(settings.data_dir / "spool")
+        self._useragents = settings.data_dir / useragents.INSTALLED_FOLDER
+        self._useragents_checked = float("-inf")
         self._tenants: dict[str, tuple[uuid.UUID | None, float]] = {}
         self._episodes: dict[uuid.UUID, EpisodeMap] = {}
         self._lock = asyncio.Lock()
-
 
     def warm_up(self) -> None:
         """Load the GeoIP data and the user-agent lists now, then move everything allocated so far out
@@ -127,6 +128,12 @@ class Recorder:
     async def flush(self) -> int:
         """Store (or spool) what the buffer holds; answers the records stored in the database."""
         async with self._lock:
+            if time.monotonic() - self._useragents_checked >= USERAGENTS_CHECK_SECONDS:
+                self._useragents_checked = time.monotonic()
+                try:  # lists installed since (``castmetrics useragents install``), compiled off the event loop
+                    await asyncio.to_thread(useragents.maybe_reload, self._useragents)
+                except Exception:
+                    log.exception("prefix.useragents_reload_failed")
             records = await self._enrich(self.buffer.take())
             PREFIX_REDIRECTS.inc(len(records))
             stored = 0
@@ -211,4 +218,3 @@ class Recorder:
             await writer.write(session, "download", rows)
             await events.note_days(session, tenant_id, days, kind="download")
             await sketches.add(session, tenant_id, feed)
-

@@ -6,7 +6,8 @@ matching entry of ``bots``, ``apps``, ``libraries``, ``browsers`` in that order 
 the type); ``devices`` for the device and its category when the type is not ``bot``; ``referrers`` on the
 Referer header for browsers. Patterns are the lists' JavaScript regular expressions, read as JavaScript
 reads them: case-sensitive, ``\\d``, ``\\w`` and ``\\b`` in ASCII, ``\\s`` Unicode's white space, ``.`` any
-character but a line terminator.
+character but a line terminator. Newer lists installed with ``castmetrics useragents install`` (into
+``<data_dir>/useragents/``) take the bundled ones' place; running recorders follow them (``maybe_reload``).
 
 A user agent is a bot when an OPAWG ``bots`` entry matched; or when no OPAWG entry matched at all and
 crawlerdetect calls it a crawler (never asked otherwise: it flags some real apps); or when it is missing,
@@ -37,8 +38,11 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import re2
+import structlog
 import ua_parser
 from ua_parser import Domain
+
+log = structlog.get_logger(__name__)
 
 AgentType = Literal["bot", "app", "library", "browser"]
 BotSource = Literal["opawg", "crawlerdetect", "no-user-agent"]
@@ -565,8 +569,16 @@ class Classifier:
         return UserAgentInfo(is_bot=False, **fields)
 
 
+INSTALLED_FOLDER: Final = "useragents"  # under the data directory: lists put there by ``useragents install``
+# The file names ``useragents install`` copies besides the lists.
+EXTRA_FILES: Final = ("LICENSE", "LICENSE.md", "LICENSE.txt", "README", "README.md", "SOURCES", "SOURCES.md",
+                      "SOURCES.txt", "patterns.schema.json")  # fmt: skip
+
 _default: Classifier | None = None
 _default_lock = threading.Lock()
+_watched: Path | None = None  # the installed folder the process's classifier follows
+_stamp: tuple[int, int] | None = None  # that folder's (inode, mtime) when it was last read; None: absent
+_bundled = True  # whether the process's classifier is of the bundled lists
 
 
 def load(folder: Path | str) -> Classifier:
@@ -575,25 +587,92 @@ def load(folder: Path | str) -> Classifier:
     return Classifier.from_folder(folder)
 
 
+def installed_folder(data_dir: Path | None = None) -> Path | None:
+    """``<data_dir>/useragents``, where ``castmetrics useragents install`` puts newer lists (the data
+    directory of the settings when not given; None when the settings cannot be read)."""
+    if data_dir is None:
+        try:
+            from castmetrics.config import get_settings
+
+            data_dir = get_settings().data_dir
+        except Exception as exc:  # noqa: BLE001 - unreadable settings: the bundled lists
+            log.warning("useragents.settings_unreadable", error=str(exc))
+            return None
+    return data_dir / INSTALLED_FOLDER
+
+
+def folder_stamp(folder: Path) -> tuple[int, int] | None:
+    """What changes when the folder is replaced or written to: (inode, mtime); None when it is absent."""
+    try:
+        status = folder.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
+def _load_installed(folder: Path | None) -> Classifier | None:
+    """The classifier of ``folder``'s lists; None when it is absent, or (with a warning) does not load."""
+    if folder is None or folder_stamp(folder) is None:
+        return None
+    try:
+        classifier = load(folder)
+    except UserAgentListError as exc:
+        log.warning("useragents.installed_invalid", folder=str(folder), error=str(exc))
+        return None
+    log.info("useragents.installed_loaded", folder=str(folder))
+    return classifier
+
+
 def default() -> Classifier:
-    """The process's classifier of the bundled lists, compiled on first use."""
-    global _default
+    """The process's classifier, compiled on first use: of the installed lists (``<data_dir>/useragents``)
+    when there are any and they load, else of the bundled ones."""
+    global _default, _watched, _stamp, _bundled
     classifier = _default
     if classifier is None:
         with _default_lock:
             classifier = _default
             if classifier is None:
-                classifier = _default = load(DATA_DIR)
+                folder = installed_folder()
+                stamp = folder_stamp(folder) if folder is not None else None
+                installed = _load_installed(folder)
+                classifier = installed if installed is not None else load(DATA_DIR)
+                _default, _watched, _stamp, _bundled = classifier, folder, stamp, installed is None
     return classifier
+
+
+def maybe_reload(folder: Path | str) -> bool:
+    """Follow the installed lists in ``folder``: when it was installed, replaced or removed since the
+    process's classifier was made (or the classifier follows another folder), compile what it holds now (the
+    bundled lists when it is gone) and swap it in; answers whether it did. Otherwise it costs one ``stat``.
+    Lists that do not load leave the current classifier in place (with a warning), until the folder changes
+    again. Compiling takes a fraction of a second: call it off the event loop."""
+    global _default, _watched, _stamp, _bundled
+    path = Path(folder)
+    stamp = folder_stamp(path)
+    if _default is not None and path == _watched and stamp == _stamp:
+        return False
+    current, bundled = _default, _bundled
+    installed = _load_installed(path) if stamp is not None else None
+    if installed is not None:
+        classifier, bundled = installed, False
+    elif current is not None and (bundled or stamp is not None):
+        classifier = current  # already the bundled lists, or the new ones do not load: keep what works
+    else:
+        classifier, bundled = load(DATA_DIR), True
+    with _default_lock:
+        _default, _watched, _stamp, _bundled = classifier, path, stamp, bundled
+    return classifier is not current
 
 
 def reload(folder: Path | str | None = None) -> Classifier:
     """Compile the lists of ``folder`` (the bundled ones by default) and make them the process's
     classifier in one step; on an error the current classifier stays."""
-    global _default
+    global _default, _watched, _stamp, _bundled
     classifier = load(folder if folder is not None else DATA_DIR)
     with _default_lock:
-        _default = classifier
+        _default, _bundled = classifier, folder is None
+        _watched = Path(folder) if folder is not None else None
+        _stamp = folder_stamp(_watched) if _watched is not None else None
     return classifier
 
 
