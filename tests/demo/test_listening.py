@@ -175,11 +175,12 @@ def test_demo_command_generates_then_stores_nothing_twice(settings: Settings, ru
     first = run_cli(settings, "demo", "--events", "3000", "--days", "14")
     assert first.returncode == 0, first.stderr
     assert "Listening: " in first.stdout and "events/s" in first.stdout and "duplicates" in first.stdout
+    assert "Downloads: " in first.stdout and "prefix requests" in first.stdout and "from bots" in first.stdout
     assert "owner@demo.example.com" in first.stdout
     second = run_cli(settings, "demo", "--events", "3000", "--days", "14")
     assert second.returncode == 0, second.stderr
     if datetime.now(UTC).replace(minute=0, second=0, microsecond=0) == hour:  # the window ends at the hour
-        assert "(0 new, " in second.stdout
+        assert "(0 new, " in second.stdout and "prefix requests (0 new, " in second.stdout
 
 
 @pytest.mark.usefixtures("drop_old_partitions")

@@ -276,3 +276,24 @@ async def test_delivered_impressions_of_bookings(client: httpx.AsyncClient, show
     delivered = {item["id"]: item["delivered_impressions"] for item in listed}
     assert delivered == {run_of_show["id"]: 2, one_episode["id"]: 1}
     assert uuid.UUID(run_of_show["id"])
+
+
+async def test_downloads_before_the_episode_exists_are_counted_once_it_does(
+    client: httpx.AsyncClient, show: Show, recorder: Recorder
+) -> None:
+    late_url = "https://cdn.example.net/show/late-episode.mp3"
+    early = RawRequest(
+        at=datetime.now(UTC).timestamp(), slug=show.team.slug, url="dts.podtrac.com/redirect.mp3/" + late_url[8:],
+        address="12.12.12.12", user_agent=APPLE, referer="", range="", method="GET",
+    )  # fmt: skip
+    await record(recorder, early)
+    await tasks.refresh_all(recorder.db)
+    assert await today_downloads(client, show) == 0  # no episode has that audio file yet
+    created = await client.post(
+        f"/v1/podcasts/{show.podcast_id}/episodes",
+        json={"title": "Late", "audio_url": late_url},
+        headers=show.team.auth("owner"),
+    )
+    assert created.status_code == 201
+    await tasks.refresh_all(recorder.db)  # the new episode invalidated recent days: their recount matches
+    assert await today_downloads(client, show, created.json()["id"]) == 1

@@ -23,6 +23,7 @@ from castmetrics.db.pagination import keyset_page
 from castmetrics.db.search import contains
 from castmetrics.db.session import Database
 from castmetrics.errors import Invalid, NotFound
+from castmetrics.measurement import service as measurement
 from castmetrics.outbox import service as outbox
 from castmetrics.outbox.models import OutboxEvent
 from castmetrics.quotas import service as quotas
@@ -133,6 +134,8 @@ async def create_episode(session: AsyncSession, actor: Actor, podcast: Podcast, 
         entity_id=episode.id, after=audit.snapshot(episode, EPISODE_FIELDS),
     )  # fmt: skip
     await _episode_published(session, episode)
+    if episode.audio_url:
+        await measurement.episodes_changed(session, episode.tenant_id)
     return episode
 
 
@@ -188,6 +191,8 @@ async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, 
         session, tenant_id=episode.tenant_id, actor=actor, action="update", entity_type="episode",
         entity_id=episode.id, before=before, after=audit.snapshot(episode, EPISODE_FIELDS),
     )  # fmt: skip
+    if "audio_url" in changes and episode.audio_url:
+        await measurement.episodes_changed(session, episode.tenant_id)
     return episode
 
 
@@ -290,6 +295,8 @@ async def apply_feed(session: AsyncSession, podcast: Podcast, parsed: rss.Parsed
     if podcast.website_url is None and parsed.website_url:
         podcast.website_url = parsed.website_url
     await session.flush()
+    if counts.created or counts.updated:
+        await measurement.episodes_changed(session, podcast.tenant_id)
     return counts
 
 

@@ -39,7 +39,10 @@ class Database:
             max_overflow=max_overflow,
             pool_pre_ping=True,
             # Names each process kind in pg_stat_activity, so operators see who holds connections.
-            connect_args={"application_name": application_name},
+            # A database that silently drops packets must fail a connect within seconds (answered 503),
+            # not hang with a pool slot taken.
+            connect_args={"application_name": application_name, "connect_timeout": 10},
+            pool_timeout=10,
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -69,7 +69,6 @@ RESUME_REFETCH_SECONDS: Final = 600.0  # a pause at least this long: the player 
 JUMP_REFETCH_SHARE: Final = 0.3  # of skips and seeks forward that ask for the rest from there
 BYTES_PER_SECOND: Final = 16_000  # 128 kbit/s, for an episode whose feed gave no length
 BATCH: Final = 20_000  # requests per Recorder.write
-OVERLAP = True
 
 # (list, entry name, share of listeners, how it fetches: "probe" = bytes=0-1 then bytes=0-, "range" =
 # bytes=0-, "plain" = no Range). Shares of the podcast apps as networks see them: Apple ~40%, Spotify ~25%.
@@ -193,6 +192,11 @@ Request = tuple[uuid.UUID, RawRequest]  # (id, the request)
 _NUMBERS = [str(n).encode() for n in range(100)]
 
 
+def _pick(cumulative: list[float], rng: random.Random) -> int:
+    """An index drawn with the weights whose running sums are ``cumulative``."""
+    return min(len(cumulative) - 1, bisect(cumulative, rng.random() * cumulative[-1]))
+
+
 def _request_id(prefix: Any, number: int) -> uuid.UUID:
     """``uuid.uuid5(NAMESPACE, name + str(number))`` where ``prefix`` is a sha1 already fed the namespace and
     ``name``."""
@@ -236,6 +240,8 @@ class Catalog:
             if examples := _examples(classifier, list_name, name):
                 apps.append((examples, fetch, list_name == "browsers"))
                 app_weights.append(share)
+        if not apps:
+            raise ValueError("the user-agent lists have no usable example of any app the demo uses (APPS)")
         players, player_weights = [], []
         for player, share in WEB_PLAYERS:
             if player is None:
@@ -325,11 +331,11 @@ class Traffic:
             return known
         rng = _stable_random("client", self.plan.listeners[index])
         apps, players = self._app_cumulative, self._player_cumulative
-        examples, fetch, browser = self.catalog.apps[bisect(apps, rng.random() * apps[-1])]
+        examples, fetch, browser = self.catalog.apps[_pick(apps, rng)]
         agent = examples[min(len(examples) - 1, int(len(examples) * rng.random() ** 3))]  # the first ones mostly
-        referer = self.catalog.players[bisect(players, rng.random() * players[-1])] if browser and players else ""
+        referer = self.catalog.players[_pick(players, rng)] if browser and players else ""
         countries, shares = _countries(self.plan.zones[index].utcoffset(None).total_seconds() / 3_600)
-        country = countries[min(len(countries) - 1, bisect(shares, rng.random() * shares[-1]))]
+        country = countries[_pick(shares, rng)]
         client = self._clients[index] = Client(agent, referer, residential_address(rng, country), fetch)
         return client
 
@@ -355,7 +361,7 @@ class Traffic:
             index = first + int(count * rng.random() ** 2)
             offset = self.plan.zones[index].utcoffset(None).total_seconds()
             hours = _WEEKEND_CUMULATIVE if day.weekday() >= 5 else _WEEKDAY_CUMULATIVE
-            hour = bisect(hours, rng.random() * hours[-1])
+            hour = _pick(hours, rng)
             start = _day_start(day) + (hour + rng.random()) * 3_600 - offset
             if start < self.start or (episode.published is not None and start < episode.published):
                 continue
@@ -364,7 +370,7 @@ class Traffic:
         bots = _poisson(rng, humans * BOT_SHARE / (1 - BOT_SHARE)) if self.catalog.bots else 0
         prefix = hashlib.sha1(NAMESPACE.bytes + f"bot/{episode.id}/{day.isoformat()}/".encode())
         for j in range(bots):
-            bot = self.catalog.bots[bisect(self._bot_cumulative, rng.random() * self._bot_cumulative[-1])]
+            bot = self.catalog.bots[_pick(self._bot_cumulative, rng)]
             at = _day_start(day) + rng.random() * 86_400
             method = "HEAD" if rng.random() < 0.3 else "GET"
             if self.start <= at < self.until and (episode.published is None or at >= episode.published):
@@ -495,8 +501,6 @@ class Feed:
             await self._wait()
             requests, self._pending = self._pending, []
             self._task = asyncio.create_task(self._store(requests, self._latest - timedelta(days=2)))
-            if not OVERLAP:
-                await self._wait()
         self.seconds += time.perf_counter() - clock
 
     async def finish(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from castmetrics.errors import ContentTooLarge, Invalid, UnsupportedMediaType
 from castmetrics.events import service, validation
@@ -47,7 +47,7 @@ def parse_batch(content_type: str, body: bytes) -> tuple[list[tuple[int, Any]], 
 
 
 async def _ingest(request: Request, principal: Principal, kind: str) -> dict[str, Any]:
-    body = await request.body()
+    body = await request.body()  # already read by ``_body``, before the transaction opened
     retention_days = settings_of(request).event_retention_days
     # Parsing and validation in one synchronous stretch: the parsed items are dropped before the
     # collector resumes, so it never scans them (see ``collector_paused``).
@@ -61,6 +61,15 @@ async def _ingest(request: Request, principal: Principal, kind: str) -> dict[str
     return result.as_dict()
 
 
+async def _read_body(request: Request) -> bytes:
+    """Reads the whole body before authentication opens the request's transaction, so a slow upload
+    never holds a database connection (FastAPI solves dependencies in parameter order)."""
+    return await request.body()
+
+
+BodyFirst = Annotated[bytes, Depends(_read_body)]
+
+
 @router.post(
     "/listener",
     response_model=IngestOut,
@@ -68,7 +77,7 @@ async def _ingest(request: Request, principal: Principal, kind: str) -> dict[str
     openapi_extra=request_body(ListenerEventIn),
 )
 async def ingest_listener(
-    request: Request, principal: Annotated[Principal, requires("events", "create")]
+    request: Request, _body: BodyFirst, principal: Annotated[Principal, requires("events", "create")]
 ) -> dict[str, Any]:
     """Up to 10,000 events or 10 MB. Valid events are stored all together or not at all; each refused
     item is listed by index with its reason. A retried batch counts as duplicates."""
@@ -82,7 +91,7 @@ async def ingest_listener(
     openapi_extra=request_body(AttributionEventIn),
 )
 async def ingest_attribution(
-    request: Request, principal: Annotated[Principal, requires("events", "create")]
+    request: Request, _body: BodyFirst, principal: Annotated[Principal, requires("events", "create")]
 ) -> dict[str, Any]:
     """Like listener events; a stored `conversion` emits `conversion.recorded`."""
     return await _ingest(request, principal, "attribution")

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.events import partitions, rollups
+from castmetrics.http.problems import is_connection_error
 from castmetrics.jobs.app import database_of, run_in_tenant
 
 log = structlog.get_logger(__name__)
@@ -28,7 +29,12 @@ async def refresh_all(db: Database) -> int:
         tenants = list((await session.execute(text("SELECT rollup_pending_tenants()"))).scalars())
     total = 0
     for tenant_id in tenants:
-        total += await run_in_tenant(db, str(tenant_id), rollups.refresh, tenant_id)
+        try:
+            total += await run_in_tenant(db, str(tenant_id), rollups.refresh, tenant_id)
+        except Exception as exc:  # one tenant's failure must not hold up the others
+            if is_connection_error(exc):
+                raise
+            log.exception("rollups.refresh_failed", tenant_id=str(tenant_id))
     if total:
         log.info("rollups.refreshed", days=total, tenants=len(tenants))
     return total

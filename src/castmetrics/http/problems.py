@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
@@ -146,7 +147,7 @@ def is_connection_error(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, psycopg.OperationalError | ConnectionError | psycopg_pool.PoolTimeout):
+        if isinstance(current, psycopg.OperationalError | ConnectionError | psycopg_pool.PoolTimeout | SATimeoutError):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

@@ -20,6 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.measurement import urls
+
 ALL_PODCASTS = uuid.UUID(int=0)
 ID3_ALLOWANCE_BYTES = 10_240
 UNKNOWN = "Unknown"
@@ -39,7 +41,7 @@ _DOWNLOADS = f"""
     HAVING bool_or(r.range_bytes IS NULL)
         OR sum(r.range_bytes) >= CASE
                WHEN max(e.audio_length_bytes) > 0 AND max(e.duration_seconds) > 0
-               THEN max(e.audio_length_bytes) * 60 / max(e.duration_seconds) + {ID3_ALLOWANCE_BYTES}
+               THEN max(e.audio_length_bytes)::numeric * 60 / max(e.duration_seconds) + {ID3_ALLOWANCE_BYTES}
                ELSE 0 END
 """
 
@@ -92,10 +94,48 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+async def match_late(session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime) -> int:
+    """Give requests that matched no episode when recorded the episode their URL points at now (an
+    episode created after its first downloads). Answers how many requests were matched."""
+    unmatched = (
+        (
+            await session.execute(
+                text(
+                    "SELECT DISTINCT url FROM download_requests WHERE tenant_id = :t AND requested_at >= :start "
+                    "AND requested_at < :end AND episode_id IS NULL LIMIT 10000"
+                ),
+                {"t": tenant_id, "start": start, "end": end},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not unmatched:
+        return 0
+    rows = await session.execute(
+        text("SELECT id, audio_url FROM episodes WHERE tenant_id = :t AND audio_url IS NOT NULL"), {"t": tenant_id}
+    )
+    by_key = {urls.match_key(row.audio_url): row.id for row in rows}
+    pairs = [(url, by_key[urls.match_key(url)]) for url in unmatched if urls.match_key(url) in by_key]
+    if not pairs:
+        return 0
+    result = await session.execute(
+        text(
+            "UPDATE download_requests r SET episode_id = m.episode_id "
+            "FROM unnest(CAST(:urls AS text[]), CAST(:ids AS uuid[])) AS m(url, episode_id) "
+            "WHERE r.tenant_id = :t AND r.requested_at >= :start AND r.requested_at < :end "
+            "AND r.episode_id IS NULL AND r.url = m.url"
+        ),
+        {"t": tenant_id, "start": start, "end": end, "urls": [u for u, _ in pairs], "ids": [i for _, i in pairs]},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def recompute(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date]) -> None:
     """Replace the download rollups of ``days`` with what the recorded requests say now."""
     for day in sorted(set(days)):
         start, end = day_bounds(day)
+        await match_late(session, tenant_id, start, end)
         params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS}
         for statement in _RECOMPUTE:
             await session.execute(text(statement), params)

@@ -23,6 +23,7 @@ from castmetrics.measurement.prefix import RawRequest
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(.+)$", re.IGNORECASE)
 PROBE_MAX_BYTES = 2
+MAX_RANGE_BYTES = 1 << 40
 
 
 def parse_range(header: str) -> tuple[int | None, bool]:
@@ -50,6 +51,8 @@ def parse_range(header: str) -> tuple[int | None, bool]:
                 total += end - start + 1
         except ValueError:
             return None, False
+    if total > MAX_RANGE_BYTES:  # beyond any audio file: as good as "the rest of the file"
+        return None, False
     return total, total <= PROBE_MAX_BYTES
 
 

@@ -9,6 +9,7 @@ tenant and episode, classifies the user agent and writes batches within a second
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from typing import NamedTuple
 from starlette.types import Scope, Send
 
 PREFIX = b"/p/"
+_UNSAFE = re.compile(rb"[\x00-\x20\x7f]")  # nothing that could split or bend the Location header
 MAX_URL_BYTES = 4096
 MAX_HEADER_CHARS = 1024
 _BAD_REQUEST = b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"use /p/{tenant_slug}/{audio URL without scheme}"}'  # noqa: E501
@@ -49,6 +51,20 @@ class Buffer:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _hop_address(hop: str) -> str | None:
+    """The address of one X-Forwarded-For hop (``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:443``,
+    ``2001:db8::1``), or None when it is not an address (``unknown``, an obfuscated name)."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else hop
+    elif hop.count(":") == 1:
+        hop = hop.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 def trusted_networks(cidrs: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -93,11 +109,13 @@ class Edge:
             return
         address = client[0]
         for hop in reversed(forwarded.decode("latin-1").split(",")):
-            address = hop.strip()
+            parsed = _hop_address(hop)
+            if parsed is None:
+                break  # an unreadable hop: keep the last address we could read
+            address = parsed
             if not self._is_trusted(address):
                 break
-        if address:
-            scope["client"] = (address, 0)
+        scope["client"] = (address, 0)
 
     def is_prefix(self, scope: Scope) -> bool:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -107,10 +125,10 @@ class Edge:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         slug, _, rest = raw_path[3:].partition(b"/")
         query: bytes = scope.get("query_string", b"")
-        if not slug or not rest or rest[0] == 47 or len(rest) + len(query) > MAX_URL_BYTES:  # 47 = "/"
+        target = rest + b"?" + query if query else rest
+        if not slug or not rest or rest[0] == 47 or _UNSAFE.search(target):  # 47 = "/"
             await _answer(send, 400, [(b"content-type", b"application/problem+json")], _BAD_REQUEST)
             return
-        target = rest + b"?" + query if query else rest
         await _answer(
             send,
             302,
@@ -130,7 +148,7 @@ class Edge:
             RawRequest(
                 time.time(),
                 slug.decode("latin-1")[:100],
-                target.decode("latin-1"),
+                target[:MAX_URL_BYTES].decode("latin-1"),
                 client[0] if client else "",
                 user_agent,
                 referer,

@@ -55,7 +55,9 @@ FLUSH_SECONDS = 0.25
 ENRICH_SLICE = 500
 SLUG_TTL = 30.0
 EPISODE_TTL = 60.0
-EPISODE_RELOAD_AFTER = 1.0  # a URL that matches nothing reloads a map older than this
+EPISODE_RELOAD_AFTER = 10.0  # a URL that matches nothing reloads a map older than this (late matching
+# in counting.recompute catches requests for episodes created in between)
+MAX_KNOWN_SLUGS = 10_000
 USERAGENTS_CHECK_SECONDS = 60.0  # how often a flush looks for newer installed user-agent lists
 
 
@@ -100,14 +102,22 @@ class Recorder:
         gc.freeze()
 
     async def run(self) -> None:
-        """Flush every quarter second (sooner when the buffer fills) until cancelled; then a last flush."""
+        """Flush every quarter second until cancelled; then a last flush. A flush in progress is
+        shielded from cancellation (the last flush waits for it), so a shutdown loses nothing taken
+        from the buffer; an unexpected error is logged and the next flush goes on."""
         self.warm_up()
         try:
             while True:
                 await asyncio.sleep(FLUSH_SECONDS)
-                await self.flush()
+                try:
+                    await asyncio.shield(self.flush())
+                except Exception:
+                    log.exception("prefix.flush_failed")
         finally:
-            await asyncio.shield(self.flush())
+            try:
+                await asyncio.shield(self.flush())
+            except Exception:
+                log.exception("prefix.flush_failed")
 
     async def _enrich(self, raws: list[RawRequest]) -> list[Enriched]:
         """Enrich in slices, letting the event loop answer redirects in between (no long stalls)."""
@@ -141,7 +151,7 @@ class Recorder:
                 self._spool(records)
                 records = []
                 try:
-                    stored += await self.spool.replay(self._write_json)
+                    stored += await self.spool.replay(self._write_json, retryable=is_connection_error)
                 except Exception as exc:
                     if not is_connection_error(exc):
                         log.exception("prefix.replay_failed")
@@ -150,10 +160,13 @@ class Recorder:
                 await self.write(records)
                 stored += len(records)
             except Exception as exc:
-                if not is_connection_error(exc):
-                    log.exception("prefix.write_failed")
-                self._spool(records)
-                log.warning("prefix.spooled", records=len(records))
+                if is_connection_error(exc):
+                    self._spool(records)
+                    log.warning("prefix.spooled", records=len(records))
+                else:
+                    # Not an outage: retrying would fail the same way. Kept aside for an operator.
+                    log.exception("prefix.write_failed", records=len(records))
+                    self.spool.dead_letter([to_json(record) for record in records])
             return stored
 
     async def _tenant_ids(self, slugs: set[str]) -> dict[str, uuid.UUID]:
@@ -165,6 +178,8 @@ class Recorder:
                     text("SELECT slug, id FROM measurement_tenants(:slugs)"), {"slugs": wanted}
                 )
                 found = {row.slug: row.id for row in rows}
+            if len(self._tenants) > MAX_KNOWN_SLUGS:  # unknown slugs are anyone's to invent
+                self._tenants.clear()
             for slug in wanted:
                 self._tenants[slug] = (found.get(slug), now)
         return {slug: tenant for slug in slugs if (tenant := self._tenants[slug][0]) is not None}

@@ -1,13 +1,22 @@
-"""What other domains ask of measurement: delivered impressions of IO bookings."""
+"""What other domains ask of measurement: delivered impressions of IO bookings, and being told that
+episodes' audio URLs changed (so requests that matched no episode are matched again)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.events import service as events
+from castmetrics.events.partitions import utc_now
+
+# Requests that matched no episode are matched again for this many recent days when an episode
+# appears or changes its audio URL (the recorder may have seen the URL before the catalog did).
+REMATCH_DAYS = 7
 
 
 async def delivered_impressions(session: AsyncSession, bookings: Sequence[Any]) -> dict[uuid.UUID, int]:
@@ -38,3 +47,12 @@ async def delivered_impressions(session: AsyncSession, bookings: Sequence[Any]) 
         },
     )
     return {row.id: int(row.delivered) for row in rows}
+
+
+async def episodes_changed(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Episodes were created or their audio URLs changed: recount the recent days, whose
+    unmatched requests the recount matches again (``counting.recompute``)."""
+    today = utc_now().date()
+    await events.note_days(
+        session, tenant_id, [today - timedelta(days=n) for n in range(REMATCH_DAYS)], kind="download"
+    )

@@ -32,11 +32,15 @@ class Spool:
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             name = f"prefix-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.ndjson"
-            self._path = self.folder / name
-            handle = self._path.open("ab")
+            # Created and locked under a temporary name, then renamed: another process's replay never
+            # sees a spool file that is not locked by its living owner.
+            staging = self.folder / f".{name}.tmp"
+            handle = os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._path = self.folder / name
+            staging.rename(self._path)
             self._file = handle
         return self._file
 
@@ -91,20 +95,43 @@ class Spool:
         if chunk:
             yield chunk
 
-    async def replay(self, write: Callable[[list[Any]], Awaitable[None]]) -> int:
-        """Write every pending file in order through ``write``; answers the records replayed.
-        Stops (raising ``write``'s error) at the first failure, leaving the rest for next time."""
+    def dead_letter(self, records: list[Any]) -> None:
+        """Keep records that cannot be stored for a reason other than an outage (for an operator)."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.folder / f"dead-{socket.gethostname()}-{os.getpid()}.ndjson"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as handle:
+            handle.write(b"".join(orjson.dumps(record) + b"\n" for record in records))
+
+    async def replay(
+        self, write: Callable[[list[Any]], Awaitable[None]], retryable: Callable[[BaseException], bool]
+    ) -> int:
+        """Write every pending file in order through ``write``; answers the records replayed. Stops
+        at the first retryable failure (an outage), raising it and leaving the rest for next time; a
+        file that fails otherwise is set aside as ``dead-…`` so it cannot block the spool forever."""
         self.rotate()
         replayed = 0
         for path in self.pending():
-            with path.open("rb") as handle:
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:
+                continue  # replayed and removed by another process meanwhile
+            with handle:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a living process still appends to it
-                for chunk in self._chunks(handle):
-                    await write(chunk)
-                    replayed += len(chunk)
-                path.unlink()
+                if os.fstat(handle.fileno()).st_nlink == 0:
+                    continue  # removed by another process after we listed it
+                try:
+                    for chunk in self._chunks(handle):
+                        await write(chunk)
+                        replayed += len(chunk)
+                except Exception as exc:
+                    if retryable(exc):
+                        raise
+                    log.exception("spool.file_set_aside", file=path.name)
+                    path.rename(path.with_name(f"dead-{path.name}"))
+                    continue
+                path.unlink(missing_ok=True)
             log.info("spool.replayed", file=path.name)
         return replayed

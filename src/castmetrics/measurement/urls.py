@@ -26,7 +26,6 @@ _PREFIXES = [
     r"prfx\.byspotify\.com/e/",
     r"tracking\.swap\.fm/track/[^/]+/",
     r"claritaspod\.com/measure/",
-    r"[^/]+/p/[a-z0-9][a-z0-9-]*/",  # Castmetrics itself (any host), e.g. a prefix behind a prefix
 ]
 _PREFIX = re.compile("^(?:" + "|".join(_PREFIXES) + ")", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)

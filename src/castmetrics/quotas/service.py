@@ -182,7 +182,7 @@ def _bucket(rate: int) -> int:
 
 
 def _retry_after(missing: float, rate: int) -> int:
-    return max(1, int(-(-missing // rate)))
+    return max(1, int(-(-missing // max(rate, 1))))
 
 
 async def peek_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int) -> None:
