@@ -9,6 +9,7 @@ and ``INSERT … ON CONFLICT DO NOTHING`` on the parent, where row-level securit
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date
@@ -136,6 +137,9 @@ async def _copy(
         for row in rows:
             if buffer := formatter.write_row(row):
                 await send(buffer)
+                # Every 32 kB: let other tasks of the loop run (the measurement prefix answers
+                # redirects on the same loop as the recorder writing).
+                await asyncio.sleep(0)
 
 
 @cache

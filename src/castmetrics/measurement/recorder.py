@@ -51,7 +51,8 @@ from castmetrics.observability import PREFIX_RECORDED, PREFIX_REDIRECTS, PREFIX_
 
 log = structlog.get_logger(__name__)
 
-FLUSH_SECONDS = 0.25
+FLUSH_SECONDS = 0.1
+FULL_COLLECTION_EVERY = 1_000  # middle-generation collections between full ones (CPython's default: 10)
 ENRICH_SLICE = 500
 SLUG_TTL = 30.0
 EPISODE_TTL = 60.0
@@ -100,6 +101,11 @@ class Recorder:
         useragents.default()
         gc.collect()
         gc.freeze()
+        # Full collections walk every tracked object (caches of user agents, addresses and URLs grow to
+        # hundreds of thousands): make them rare. Young generations still run as usual, and almost
+        # everything the hot path allocates is acyclic and freed by reference counting.
+        young, middle, _old = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
     async def run(self) -> None:
         """Flush every quarter second until cancelled; then a last flush. A flush in progress is
@@ -215,7 +221,9 @@ class Recorder:
         feed: dict[tuple[date, uuid.UUID], list[str]] = defaultdict(list)
         async with self.db.tenant_transaction(tenant_id) as session:
             by_key = (await self._episodes_of(session, tenant_id, keys)).by_key
-            for record in records:
+            for count, record in enumerate(records, 1):
+                if count % 1000 == 0:
+                    await asyncio.sleep(0)  # redirects are answered on this loop too
                 at = record[AT]
                 if not earliest <= at < latest:
                     continue  # a spool replayed after the retention: nothing to store it in

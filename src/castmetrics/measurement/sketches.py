@@ -7,6 +7,7 @@ sketch keeps register values only — no hashes — so nothing in it leads back 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import date
@@ -53,8 +54,10 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, feed: Mapping[tuple[d
         union = datasketches.hll_union(LG_K)
         union.update(datasketches.hll_sketch.deserialize(row.sketch))
         fresh = new()
-        for client in feed[(row.day, row.scope_id)]:
+        for count, client in enumerate(feed[(row.day, row.scope_id)], 1):
             fresh.update(client)
+            if count % 2000 == 0:
+                await asyncio.sleep(0)  # the prefix answers on this loop too
         union.update(fresh)
         updated_days.append(row.day)
         updated_scopes.append(row.scope_id)
