@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,7 @@ from castmetrics.tenancy.schemas import TenantCreate
 
 TEST_APP_ROLE = "castmetrics_test_app"
 # Rows the migrations seed: kept between tests.
-SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags"})
+SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags", "castmetrics_settings"})
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -246,3 +247,16 @@ async def make_team(db: Database, settings: Settings, client: httpx.AsyncClient)
         return team
 
     return make
+
+
+async def drop_partitions_keeping(db: Database, owner_url: str, days: int, *, restore: int = 730) -> list[str]:
+    """Drop event partitions older than ``days`` days, as an operator with that retention would (the
+    database refuses to drop more than the recorded retention); the recorded value is restored."""
+    from castmetrics.db.migrate import set_event_retention
+    from castmetrics.events import partitions
+
+    set_event_retention(owner_url, days)
+    try:
+        return await partitions.drop_expired(db, datetime.now(UTC).date(), retention_days=days)
+    finally:
+        set_event_retention(owner_url, restore)

@@ -16,17 +16,17 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import downloads, listening
 from castmetrics.demo import service as demo
-from castmetrics.events import partitions
 from castmetrics.measurement import useragents
 from castmetrics.measurement.enrich import country_of
+from tests.conftest import drop_partitions_keeping
 
 DAYS = 14
 
 
 @pytest.fixture
-async def drop_old_partitions(db: Database) -> AsyncIterator[None]:
+async def drop_old_partitions(db: Database, owner_url: str) -> AsyncIterator[None]:
     yield
-    await partitions.drop_expired(db, datetime.now(UTC).date(), retention_days=2)
+    await drop_partitions_keeping(db, owner_url, 2)
 
 
 @pytest.mark.usefixtures("drop_old_partitions")

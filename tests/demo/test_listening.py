@@ -19,17 +19,17 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import listening
 from castmetrics.demo import service as demo
-from castmetrics.events import partitions
+from tests.conftest import drop_partitions_keeping
 from tests.test_cli import run_cli
 
 DAYS = 56  # eight weeks keep the test database small; the CLI default is 700
 
 
 @pytest.fixture
-async def drop_old_partitions(db: Database) -> AsyncIterator[None]:
+async def drop_old_partitions(db: Database, owner_url: str) -> AsyncIterator[None]:
     """The generator creates a partition per day of its window; leave the next tests few tables."""
     yield
-    await partitions.drop_expired(db, datetime.now(UTC).date(), retention_days=2)
+    await drop_partitions_keeping(db, owner_url, 2)
 
 
 async def count_events(db: Database, tenant_id: uuid.UUID) -> int:

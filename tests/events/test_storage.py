@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from castmetrics.db import urls
 from castmetrics.db.session import Database
 from castmetrics.events import partitions
+from tests.conftest import drop_partitions_keeping
 from tests.events.conftest import Catalog, listener_event
 
 
@@ -57,7 +58,7 @@ async def test_retention_drops_whole_old_days_only(
     assert stored.json()["accepted"] == 2
     assert {ymd(old), ymd(kept)} <= partition_days(owner_url)
     # retention of 5 days: today and the 4 days before are kept
-    dropped = await partitions.drop_expired(db, now.date(), retention_days=5)
+    dropped = await drop_partitions_keeping(db, owner_url, 5)
     assert f"listener_events_p{ymd(old)}" in dropped and f"attribution_events_p{ymd(old)}" in dropped
     days = partition_days(owner_url)
     assert ymd(old) not in days and ymd(kept) in days
@@ -71,10 +72,13 @@ async def test_retention_drops_whole_old_days_only(
     assert again.json()["accepted"] == 1
 
 
-async def test_retention_never_drops_today_or_later(db: Database) -> None:
-    tomorrow = datetime.now(UTC).date() + timedelta(days=2)
-    with pytest.raises(DBAPIError, match="retention may not drop"):
-        await partitions.drop_expired(db, tomorrow, retention_days=1)
+async def test_retention_never_drops_more_than_the_operator_keeps(db: Database, owner_url: str) -> None:
+    # the runtime role passes the date; the database holds it to the retention the migration recorded
+    ten_days_ago = datetime.now(UTC).date() - timedelta(days=10)
+    await partitions.ensure(db, ten_days_ago, ten_days_ago)
+    for today in (datetime.now(UTC).date(), datetime.now(UTC).date() + timedelta(days=400)):
+        assert await partitions.drop_expired(db, today, retention_days=2) == []
+    assert ymd(datetime.combine(ten_days_ago, datetime.min.time())) in partition_days(owner_url)
 
 
 def test_the_accepted_range_is_whole_days_of_retention() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import structlog
 from alembic import command
 from alembic.config import Config
@@ -45,9 +46,20 @@ def upgrade(owner_url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
+def set_event_retention(owner_url: str, days: int) -> None:
+    """Record the operator's retention where the partition-dropping function reads its floor."""
+    with psycopg.connect(urls.libpq_url(owner_url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO castmetrics_settings (name, value) VALUES ('event_retention_days', %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            (str(days),),
+        )
+
+
 def migrate(settings: Settings, owner_url: str) -> str:
     """Apply all migrations as the owner, set up the runtime role; answer the runtime role's URL."""
     upgrade(owner_url)
+    set_event_retention(owner_url, settings.event_retention_days)
     roles.ensure_runtime_role(settings, owner_url)
     log.info("db.migrated", database=urls.safe(owner_url))
     return roles.runtime_url(settings, owner_url)

@@ -16,7 +16,7 @@ log = structlog.get_logger(__name__)
 
 
 # Tables the runtime role must not touch, may only read, or may only add to.
-NO_ACCESS_TABLES = frozenset({"alembic_version", "platform_admins"})
+NO_ACCESS_TABLES = frozenset({"alembic_version", "platform_admins", "castmetrics_settings"})
 READ_ONLY_TABLES = frozenset({"permissions", "feature_flags"})
 # Events are facts: appended, never edited through the application (retention drops whole days).
 APPEND_ONLY_TABLES = frozenset({"audit_log", "listener_events", "attribution_events"})

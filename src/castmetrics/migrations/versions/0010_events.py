@@ -66,6 +66,16 @@ def upgrade() -> None:
     )
     enable_tenant_rls(bind, "attribution_events")
 
+    # Operator settings the SECURITY DEFINER functions trust (the runtime role cannot read or write them).
+    op.execute(
+        """
+        CREATE TABLE castmetrics_settings (
+            name text NOT NULL CONSTRAINT pk_castmetrics_settings PRIMARY KEY,
+            value text NOT NULL
+        )
+        """
+    )
+
     # Fires once per statement that writes a partition directly (COPY); the parents' RLS covers the rest.
     op.execute(
         """
@@ -131,11 +141,16 @@ def upgrade() -> None:
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
         DECLARE
             part record;
+            keep_days integer;
         BEGIN
-            IF p_before IS NULL OR p_before > current_date THEN
-                RAISE EXCEPTION 'retention may not drop partitions from % on', p_before
-                    USING ERRCODE = 'invalid_parameter_value';
+            -- The floor is the operator's retention, set by the migration role: a caller (the runtime
+            -- role) never drops more than that, whatever date it passes (a later date is clamped).
+            SELECT coalesce(max(value::integer), 730) INTO keep_days
+              FROM public.castmetrics_settings WHERE name = 'event_retention_days';
+            IF p_before IS NULL THEN
+                RAISE EXCEPTION 'a day is required' USING ERRCODE = 'invalid_parameter_value';
             END IF;
+            p_before := least(p_before, current_date - (keep_days - 1));
             PERFORM pg_advisory_xact_lock(hashtext('castmetrics:event_partitions'));
             FOR part IN
                 SELECT c.relname FROM pg_inherits i
@@ -262,6 +277,7 @@ def downgrade() -> None:
         "listener_daily_rollups",
         "attribution_events",
         "listener_events",
+        "castmetrics_settings",
     ):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     op.execute("DROP FUNCTION IF EXISTS rollup_pending_tenants()")
