@@ -94,7 +94,7 @@ def upgrade() -> None:
         $$
         """
     )
-    # Creates the missing day partitions of both event tables in [p_from, p_to]. Owned by the
+    # Creates the missing day partitions of every day-partitioned table in [p_from, p_to]. Owned by the
     # migration role; the runtime role calls it (start-up, the daily job, ingestion on demand).
     op.execute(
         f"""
@@ -113,7 +113,11 @@ def upgrade() -> None:
             PERFORM pg_advisory_xact_lock(hashtext('castmetrics:event_partitions'));
             d := p_from;
             WHILE d <= p_to LOOP
-                FOREACH parent IN ARRAY ARRAY['listener_events', 'attribution_events'] LOOP
+                -- Every day-partitioned table of the schema (events now, download requests later).
+                FOREACH parent IN ARRAY ARRAY(
+                    SELECT c.relname::text FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid
+                    WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1
+                ) LOOP
                     part := parent || '_p' || to_char(d, 'YYYYMMDD');
                     IF to_regclass('{PARTITION_SCHEMA}.' || part) IS NULL THEN
                         EXECUTE format(
@@ -134,7 +138,8 @@ def upgrade() -> None:
         $$
         """
     )
-    # Drops the day partitions of both event tables before p_before (never today's or later).
+    # Drops the day partitions of every day-partitioned table before p_before, never one the operator's
+    # retention keeps.
     op.execute(
         f"""
         CREATE FUNCTION castmetrics_event_partitions_drop(p_before date) RETURNS SETOF text
@@ -157,7 +162,7 @@ def upgrade() -> None:
                 JOIN pg_class c ON c.oid = i.inhrelid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = '{PARTITION_SCHEMA}'
-                  AND i.inhparent IN ('public.listener_events'::regclass, 'public.attribution_events'::regclass)
+                  AND i.inhparent IN (SELECT partrelid FROM pg_partitioned_table)
                   AND c.relname ~ '_p[0-9]{{8}}$'
                   AND to_date(right(c.relname, 8), 'YYYYMMDD') < p_before
                 ORDER BY c.relname

@@ -1,7 +1,7 @@
 """Measurement: download requests from the prefix (partitioned by day), download rollups, sketches.
 
-``download_requests`` joins the event tables in the day-partition scheme of revision 0010: the
-partition functions are redefined to cover it.
+``download_requests`` joins the event tables in the day-partition scheme of revision 0010 (whose
+partition functions cover every partitioned table of the schema).
 
 Revision ID: 0011
 Revises: 0010
@@ -18,84 +18,6 @@ revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
-
-SCHEMA = "castmetrics_events"
-
-
-def _partition_functions(parents: tuple[str, ...]) -> None:
-    parent_array = "ARRAY[" + ", ".join(f"'{p}'" for p in parents) + "]"
-    regclasses = ", ".join(f"'public.{p}'::regclass" for p in parents)
-    op.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION castmetrics_event_partitions_ensure(p_from date, p_to date) RETURNS integer
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-        DECLARE
-            d date;
-            parent text;
-            part text;
-            created integer := 0;
-        BEGIN
-            IF p_from IS NULL OR p_to IS NULL OR p_to < p_from OR p_to - p_from > 1000 THEN
-                RAISE EXCEPTION 'partition range % to % is not accepted', p_from, p_to
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            PERFORM pg_advisory_xact_lock(hashtext('castmetrics:event_partitions'));
-            d := p_from;
-            WHILE d <= p_to LOOP
-                FOREACH parent IN ARRAY {parent_array} LOOP
-                    part := parent || '_p' || to_char(d, 'YYYYMMDD');
-                    IF to_regclass('{SCHEMA}.' || part) IS NULL THEN
-                        EXECUTE format(
-                            'CREATE TABLE {SCHEMA}.%I PARTITION OF public.%I FOR VALUES FROM (%L) TO (%L)',
-                            part, parent, d::text || ' 00:00:00+00', (d + 1)::text || ' 00:00:00+00');
-                        EXECUTE format(
-                            'CREATE TRIGGER check_tenant AFTER INSERT ON {SCHEMA}.%I '
-                            'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
-                            'EXECUTE FUNCTION public.castmetrics_events_check_tenant()', part);
-                        created := created + 1;
-                    END IF;
-                END LOOP;
-                d := d + 1;
-            END LOOP;
-            RETURN created;
-        END
-        $$
-        """
-    )
-    op.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION castmetrics_event_partitions_drop(p_before date) RETURNS SETOF text
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-        DECLARE
-            part record;
-            keep_days integer;
-        BEGIN
-            -- The floor is the operator's retention, set by the migration role: a caller (the runtime
-            -- role) never drops more than that, whatever date it passes (a later date is clamped).
-            SELECT coalesce(max(value::integer), 730) INTO keep_days
-              FROM public.castmetrics_settings WHERE name = 'event_retention_days';
-            IF p_before IS NULL THEN
-                RAISE EXCEPTION 'a day is required' USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            p_before := least(p_before, current_date - (keep_days - 1));
-            PERFORM pg_advisory_xact_lock(hashtext('castmetrics:event_partitions'));
-            FOR part IN
-                SELECT c.relname FROM pg_inherits i
-                JOIN pg_class c ON c.oid = i.inhrelid
-                JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = '{SCHEMA}'
-                  AND i.inhparent IN ({regclasses})
-                  AND c.relname ~ '_p[0-9]{{8}}$'
-                  AND to_date(right(c.relname, 8), 'YYYYMMDD') < p_before
-                ORDER BY c.relname
-            LOOP
-                EXECUTE format('DROP TABLE {SCHEMA}.%I', part.relname);
-                RETURN NEXT part.relname;
-            END LOOP;
-        END
-        $$
-        """
-    )
 
 
 def upgrade() -> None:
@@ -129,7 +51,6 @@ def upgrade() -> None:
         """
     )
     enable_tenant_rls(bind, "download_requests")
-    _partition_functions(("listener_events", "attribution_events", "download_requests"))
     # Partitions for the days the event tables already have.
     op.execute(
         """
@@ -241,4 +162,3 @@ def downgrade() -> None:
         "download_requests",
     ):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-    _partition_functions(("listener_events", "attribution_events"))
