@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit.service import Actor
 from castmetrics.catalog import service as catalog
@@ -31,6 +32,25 @@ class DemoSummary:
     tenant: Tenant
     created: bool
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (role, email, password)
+
+
+async def _bring_shows_up_to_date(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """The bundled feeds are years old: move each show's episodes forward, spacing kept, so that its
+    newest came out two days ago and the demo shows launches and their decay. Once, at creation."""
+    await session.execute(
+        text(
+            """
+            UPDATE episodes e SET published_at = e.published_at + shift.by
+            FROM (
+                SELECT podcast_id, date_trunc('hour', now() - interval '2 days') - max(published_at) AS by
+                FROM episodes WHERE tenant_id = :t AND published_at IS NOT NULL GROUP BY podcast_id
+            ) AS shift
+            WHERE e.tenant_id = :t AND e.podcast_id = shift.podcast_id AND e.published_at IS NOT NULL
+              AND shift.by > interval '0'
+            """
+        ),
+        {"t": tenant_id},
+    )
 
 
 async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
@@ -63,5 +83,7 @@ async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSu
             logins.append((role, email, DEMO_PASSWORD))
         for feed in sorted(FEEDS_DIR.glob("*.xml")):
             await catalog.seed_from_document(session, tenant, DEMO_ACTOR, feed.read_bytes())
+        if existing is None:
+            await _bring_shows_up_to_date(session, tenant_id)
         await sponsorship.seed_demo(session, tenant, DEMO_ACTOR)
     return DemoSummary(tenant=tenant, created=existing is None, logins=logins)
