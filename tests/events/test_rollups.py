@@ -204,3 +204,13 @@ async def test_other_time_zones_bucket_days_locally(client: httpx.AsyncClient, c
     assert [p["value"] for p in utc.json()["points"]] == [1, 0, 0]
     assert [p["value"] for p in tokyo.json()["points"]] == [0, 1, 0]
     assert tokyo.json()["points"][0]["bucket"].endswith("+09:00")
+
+
+def test_scattered_pending_days_are_recounted_run_by_run() -> None:
+    d = date(2026, 11, 1)
+    days = [d + timedelta(days=n) for n in (9, 0, 1, 2, 300, 10)]
+    assert analytics._runs(days) == [
+        [d, d + timedelta(days=1), d + timedelta(days=2)],
+        [d + timedelta(days=9), d + timedelta(days=10)],
+        [d + timedelta(days=300)],
+    ]

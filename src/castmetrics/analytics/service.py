@@ -52,24 +52,39 @@ def _raw_value(metric: str) -> str:
     return f"count(*) FILTER (WHERE e.event_type = '{COUNT_METRICS[metric]}')"
 
 
+def _runs(days: list[date]) -> list[list[date]]:
+    """Days grouped into runs of consecutive days, so a raw recount of scattered pending days scans
+    only their own partitions, not everything between them."""
+    runs: list[list[date]] = []
+    for day in sorted(set(days)):
+        if runs and (day - runs[-1][-1]).days == 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def _raw_params(scope: Scope, run: list[date], zone: str) -> dict[str, Any]:
+    """Query parameters for raw events of one run of days in ``zone`` (its instants in UTC)."""
+    tz = ZoneInfo(zone)
+    start = datetime.combine(run[0], time.min, tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(run[-1] + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
+    return {"t": scope.tenant_id, "scope_id": scope.id, "start": start, "end": end, "zone": zone}
+
+
 async def _raw_by_day(
     session: AsyncSession, scope: Scope, metric: str, days: list[date], zone: str = "UTC"
 ) -> dict[date, int]:
-    if not days:
-        return {}
-    tz = ZoneInfo(zone)
-    start = datetime.combine(min(days), time.min, tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(max(days) + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
-    query = (
+    query = text(
         f"SELECT (e.occurred_at AT TIME ZONE :zone)::date AS day, {_raw_value(metric)} AS value "
         "FROM listener_events e WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end"
         f"{scope.raw_filter()} GROUP BY 1"
     )
-    rows = await session.execute(
-        text(query), {"t": scope.tenant_id, "scope_id": scope.id, "start": start, "end": end, "zone": zone}
-    )
-    wanted = set(days)
-    return {row.day: int(row.value) for row in rows if row.day in wanted}
+    values: dict[date, int] = {}
+    for run in _runs(days):
+        for row in await session.execute(query, _raw_params(scope, run, zone)):
+            values[row.day] = int(row.value)
+    return values
 
 
 async def _rollup_by_day(session: AsyncSession, scope: Scope, metric: str, first: date, last: date) -> dict[date, int]:
@@ -121,22 +136,16 @@ async def timeseries_from_raw(
 
 
 async def _raw_types(session: AsyncSession, scope: Scope, days: list[date], zone: str) -> dict[str, int]:
-    if not days:
-        return {}
-    tz = ZoneInfo(zone)
-    start = datetime.combine(min(days), time.min, tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(max(days) + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
-    query = (
+    query = text(
         "SELECT e.event_type, count(*) AS value FROM listener_events e "
-        "WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end "
-        "AND (e.occurred_at AT TIME ZONE :zone)::date = ANY(:days)"
+        "WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end"
         f"{scope.raw_filter()} GROUP BY 1"
     )
-    rows = await session.execute(
-        text(query),
-        {"t": scope.tenant_id, "scope_id": scope.id, "start": start, "end": end, "zone": zone, "days": days},
-    )
-    return {row.event_type: int(row.value) for row in rows}
+    totals: dict[str, int] = {}
+    for run in _runs(days):
+        for row in await session.execute(query, _raw_params(scope, run, zone)):
+            totals[row.event_type] = totals.get(row.event_type, 0) + int(row.value)
+    return totals
 
 
 async def event_type_breakdown(

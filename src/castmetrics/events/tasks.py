@@ -9,9 +9,9 @@ import structlog
 from sqlalchemy import text
 
 from castmetrics.config import Settings
+from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
 from castmetrics.events import partitions, rollups
-from castmetrics.http.problems import is_connection_error
 from castmetrics.jobs.app import database_of, run_in_tenant
 
 log = structlog.get_logger(__name__)

@@ -5,17 +5,15 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import psycopg
-import psycopg_pool
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
+from castmetrics.db.errors import is_connection_error
 from castmetrics.http import idempotency
 
 log = structlog.get_logger(__name__)
@@ -139,20 +137,6 @@ async def _database_unreachable(request: Request, exc: Exception) -> ProblemResp
     return await _domain_error(
         request, errors.Unavailable("the database is unavailable; nothing was stored, retry later")
     )
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) means the database could not be reached or went away."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, psycopg.OperationalError | ConnectionError | psycopg_pool.PoolTimeout | SATimeoutError):
-            return True
-        if isinstance(current, DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 async def _server_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -24,10 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.config import Settings
+from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
 from castmetrics.events import partitions, writer
 from castmetrics.events import service as events
-from castmetrics.http.problems import is_connection_error
 from castmetrics.measurement import sketches, urls, useragents
 from castmetrics.measurement.enrich import (
     AT,
