@@ -78,15 +78,13 @@ async def test_listening_is_stored_once_with_seasonality_decay_and_drop_off(
         launch = (
             await session.execute(
                 text(
-                    "SELECT count(*) FILTER (WHERE occurred_at < :week), "
-                    "count(*) FILTER (WHERE occurred_at >= :week AND occurred_at < :fortnight) "
-                    "FROM listener_events WHERE episode_id = :launched AND event_type = 'play'"
+                    "SELECT count(*) FILTER (WHERE l.occurred_at < e.published_at + interval '7 days'), "
+                    "count(*) FILTER (WHERE l.occurred_at >= e.published_at + interval '7 days' "
+                    "AND l.occurred_at < e.published_at + interval '14 days') "
+                    "FROM listener_events l JOIN episodes e ON e.id = l.episode_id "
+                    "WHERE l.event_type = 'play' AND e.published_at BETWEEN :start AND :fortnight_ago"
                 ),
-                {
-                    "launched": launched.id,
-                    "week": published + timedelta(days=7),
-                    "fortnight": published + timedelta(days=14),
-                },
+                {"start": now - timedelta(days=DAYS), "fortnight_ago": now - timedelta(days=14)},
             )
         ).one()
         early = (
@@ -111,7 +109,8 @@ async def test_listening_is_stored_once_with_seasonality_decay_and_drop_off(
     weekday = [n for day, n in whole if day.weekday() < 5]
     weekend = [n for day, n in whole if day.weekday() >= 5]
     assert sum(weekday) / len(weekday) > 1.15 * sum(weekend) / len(weekend)
-    # an episode's first week after publication outdoes its second; nobody listens before it is out
+    # episodes launched in the window (ours and the demo's recent ones): the first week after publication
+    # far outdoes the second (about 3.9 times by the plan); nobody listens before an episode is out
     assert launch[0] > 2 * launch[1] > 0
     assert early == 0
     plays, completes, skips, downloads, pauses, resumes, seeks, progresses, seconds = totals
