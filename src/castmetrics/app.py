@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from castmetrics import __version__
 from castmetrics.analytics import router as analytics_router
+from castmetrics.analytics.cache import AnswerCache
 from castmetrics.audit import router as audit_router
 from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, check_production_safety, get_settings
@@ -122,6 +123,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.analytics_cache = AnswerCache(settings.analytics_cache_seconds, settings.analytics_cache_entries)
     app.state.admin_db = admin_db  # None: the admin routes answer 503
     buffer = Buffer()
     app.state.prefix_buffer = buffer

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     datacenter_ranges_file: Path | None = None
     # How many events `castmetrics demo` generates when --events is not given.
     demo_events: int = Field(default=1_000_000, ge=0)
+    # Seconds an analytics answer is reused (0 turns the cache off); a new batch of data always misses.
+    analytics_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
+    analytics_cache_entries: int = Field(default=4096, ge=0, le=1_000_000)
 
 
 DEV_SECRET_KEY = "dev-insecure-change-me"

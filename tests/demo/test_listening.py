@@ -19,6 +19,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import listening
 from castmetrics.demo import service as demo
+from castmetrics.events.rollups import ALL_PODCASTS as ALL
 from tests.conftest import drop_partitions_keeping
 from tests.test_cli import run_cli
 
@@ -69,8 +70,8 @@ async def test_listening_is_stored_once_with_seasonality_decay_and_drop_off(
         days = (
             await session.execute(
                 text(
-                    "SELECT day, sum(events) AS events FROM listener_daily_rollups "
-                    "WHERE episode_id <> :launched GROUP BY day"
+                    "SELECT day, sum(events) AS events FROM listener_daily "
+                    "WHERE scope_id <> :launched AND scope_id IN (SELECT id FROM episodes) GROUP BY day"
                 ),
                 {"launched": launched.id},
             )
@@ -97,8 +98,10 @@ async def test_listening_is_stored_once_with_seasonality_decay_and_drop_off(
             await session.execute(
                 text(
                     "SELECT sum(plays), sum(completes), sum(skips), sum(downloads), sum(pauses), "
-                    "sum(resumes), sum(seeks), sum(progresses), sum(listen_seconds) FROM listener_daily_rollups"
-                )
+                    "sum(resumes), sum(seeks), sum(progresses), sum(listen_seconds) FROM listener_daily "
+                    "WHERE scope_id = :all"
+                ),
+                {"all": ALL},
             )
         ).one()
         bounds = (await session.execute(text("SELECT min(occurred_at), max(occurred_at) FROM listener_events"))).one()

@@ -210,8 +210,8 @@ async def test_rollups_rebuild_matches_a_count_of_raw_events(
         rolled = (
             await session.execute(
                 text(
-                    "SELECT day, episode_id, events, plays, completes, skips, downloads, unique_listeners "
-                    "FROM listener_daily_rollups ORDER BY 1, 2"
+                    "SELECT day, scope_id, events, plays, completes, skips, downloads, unique_listeners "
+                    "FROM listener_daily WHERE scope_id IN (SELECT id FROM episodes) ORDER BY 1, 2"
                 )
             )
         ).all()

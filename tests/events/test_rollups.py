@@ -6,6 +6,7 @@ import random
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import text
@@ -43,17 +44,13 @@ async def rollup_rows(db: Database, tenant_id: uuid.UUID) -> tuple[list[Any], li
         daily = (
             await session.execute(
                 text(
-                    "SELECT day, episode_id, events, downloads, plays, pauses, resumes, seeks, skips, progresses, "
-                    "completes, unique_listeners, listen_seconds FROM listener_daily_rollups ORDER BY 1, 2"
+                    "SELECT day, scope_id, events, downloads, plays, pauses, resumes, seeks, skips, progresses, "
+                    "completes, unique_listeners, listen_seconds, listeners FROM listener_daily ORDER BY 1, 2"
                 )
             )
         ).all()
-        uniques = (
-            await session.execute(
-                text("SELECT day, podcast_id, unique_listeners FROM listener_daily_uniques ORDER BY 1, 2")
-            )
-        ).all()
-    return daily, uniques
+        hourly = (await session.execute(text("SELECT * FROM listener_hourly ORDER BY scope_id, hour"))).all()
+    return daily, hourly
 
 
 async def raw_rows(db: Database, tenant_id: uuid.UUID) -> list[Any]:
@@ -69,8 +66,13 @@ async def raw_rows(db: Database, tenant_id: uuid.UUID) -> list[Any]:
         ).all()
 
 
+ZONES = [("UTC", "day"), ("UTC", "week"), ("UTC", "hour"), ("America/New_York", "day"), ("Asia/Kolkata", "day")]
+
+
 async def answers(db: Database, catalog: Catalog, first: date, last: date, *, raw: bool) -> dict[str, Any]:
-    """Every metric for every scope, and the event-type breakdowns, from rollups+tail or raw only."""
+    """Every listener metric for every scope by UTC day and week, by hour, by day in a zone of whole-hour
+    offsets (hourly rollups) and in one of half-hour offsets (raw events), the summary, the top
+    episodes and the event-type breakdowns: from rollups+tail or raw only."""
     tenant_id = catalog.team.tenant_id
     scopes = [
         analytics.Scope("tenant", tenant_id),
@@ -80,12 +82,20 @@ async def answers(db: Database, catalog: Catalog, first: date, last: date, *, ra
     found: dict[str, Any] = {}
     async with db.tenant_transaction(tenant_id) as session:
         for scope in scopes:
-            for metric in analytics.METRICS:
-                compute = analytics.timeseries_from_raw if raw else analytics.timeseries
-                found[f"{scope.kind}:{metric}"] = await compute(session, scope, metric, first, last)
+            for zone, interval in ZONES:
+                buckets = analytics.make_buckets(first, last, ZoneInfo(zone), interval)
+                for metric in analytics.LISTENER_METRICS:
+                    key = f"{scope.kind}:{metric}:{zone}:{interval}"
+                    found[key] = await analytics.series(session, scope, metric, buckets, from_raw=raw)
             found[f"{scope.kind}:types"] = await analytics.event_type_breakdown(
                 session, scope, first, last, from_raw=raw
             )
+            summary = await analytics.summary(session, scope, first, last, ZoneInfo("UTC"), from_raw=raw)
+            found[f"{scope.kind}:summary"] = summary
+            for metric in analytics.TOP_METRICS:
+                found[f"{scope.kind}:top:{metric}"] = await analytics.top_episodes(
+                    session, scope, metric, first, last, ZoneInfo("Europe/Paris"), 5, from_raw=raw
+                )
     return found
 
 
@@ -117,12 +127,20 @@ async def test_incremental_refreshes_and_rebuild_agree_with_raw_events(
     )
     incremental = await rollup_rows(db, tenant_id)
     # the rollups equal a recount from raw events
-    recount = [(r.day, r.episode_id, r.events, r.unique_listeners, r.listen_seconds) for r in incremental[0]]
+    episodes = set(map(uuid.UUID, catalog.episode_ids + catalog.other_episode_ids))
+    recount = [
+        (r.day, r.scope_id, r.events, r.unique_listeners, r.listen_seconds)
+        for r in incremental[0]
+        if r.scope_id in episodes
+    ]
     assert recount == [tuple(row) for row in await raw_rows(db, tenant_id)]
+    assert {r.scope_id for r in incremental[0]} == episodes | {uuid.UUID(catalog.podcast_id), analytics.ALL} | {
+        uuid.UUID(catalog.other_podcast_id)
+    }
     # a rebuild from raw events gives the same rows
     async with db.tenant_transaction(tenant_id) as session:
-        await session.execute(text("DELETE FROM listener_daily_rollups"))
-        await session.execute(text("DELETE FROM listener_daily_uniques"))
+        await session.execute(text("DELETE FROM listener_daily"))
+        await session.execute(text("DELETE FROM listener_hourly"))
         assert await rollups.rebuild(session, tenant_id, days[-1], today) == 6
     assert await rollup_rows(db, tenant_id) == incremental
 
@@ -209,7 +227,7 @@ async def test_other_time_zones_bucket_days_locally(client: httpx.AsyncClient, c
 def test_scattered_pending_days_are_recounted_run_by_run() -> None:
     d = date(2026, 11, 1)
     days = [d + timedelta(days=n) for n in (9, 0, 1, 2, 300, 10)]
-    assert analytics._runs(days) == [
+    assert analytics.runs(days) == [
         [d, d + timedelta(days=1), d + timedelta(days=2)],
         [d + timedelta(days=9), d + timedelta(days=10)],
         [d + timedelta(days=300)],

@@ -1,4 +1,7 @@
-"""Rollups: the continuous aggregates of listener events, per tenant, UTC day and episode.
+"""Rollups: the continuous aggregates of listener events, per tenant and scope (each episode, each
+podcast, the whole tenant), by UTC day (``listener_daily``, with the day's listeners as a Roaring
+bitmap of their per-tenant numbers, so unique listeners over any range are exact) and by UTC hour
+(``listener_hourly``, for hourly series and days in other time zones).
 
 Maintained incrementally from an invalidation log: every committed batch notes the days it wrote
 (``rollup_invalidations``); the refresh job recomputes exactly those days from raw events and
@@ -16,11 +19,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
+from pyroaring import BitMap
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-ALL_PODCASTS = uuid.UUID(int=0)  # listener_daily_uniques row for the whole tenant
+ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
 MAX_LOG_ROWS = 50_000
 
 # "listened_seconds" only counts when it is a number (ingestion validates it; this guards old rows).
@@ -39,32 +44,63 @@ COUNTS = {
     "completes": "complete",
 }
 _COUNT_COLUMNS = ", ".join(COUNTS)
-_COUNT_EXPRESSIONS = ", ".join(f"count(*) FILTER (WHERE event_type = '{t}')" for t in COUNTS.values())
+_COUNT_EXPRESSIONS = ", ".join(f"count(*) FILTER (WHERE e.event_type = '{t}')" for t in COUNTS.values())
+# The scope of a grouping-sets row: the episode, its podcast, or the whole tenant (all zeros).
+_SCOPE = (
+    "CASE WHEN grouping(e.episode_id) = 0 THEN e.episode_id "
+    "WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id ELSE CAST(:all AS uuid) END"
+)
+_SCOPES_HAVING = "HAVING grouping(e.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL"
 
 _RECOMPUTE = [
-    "DELETE FROM listener_daily_rollups WHERE tenant_id = :t AND day = :day",
-    f"""
-    INSERT INTO listener_daily_rollups
-        (tenant_id, day, episode_id, events, {_COUNT_COLUMNS}, unique_listeners, listen_seconds)
-    SELECT :t, :day, episode_id, count(*), {_COUNT_EXPRESSIONS},
-           count(DISTINCT listener_id), coalesce(sum({LISTENED}), 0)
-    FROM listener_events
-    WHERE tenant_id = :t AND occurred_at >= :start AND occurred_at < :end
-    GROUP BY episode_id
-    """,
-    "DELETE FROM listener_daily_uniques WHERE tenant_id = :t AND day = :day",
+    # Number the listeners seen for the first time (dense per tenant; the tenant's lock is held).
     """
-    INSERT INTO listener_daily_uniques (tenant_id, day, podcast_id, unique_listeners)
-    SELECT :t, :day,
-           CASE WHEN grouping(ep.podcast_id) = 1 THEN CAST(:all AS uuid) ELSE ep.podcast_id END,
-           count(DISTINCT e.listener_id)
-    FROM listener_events e
-    LEFT JOIN episodes ep ON ep.tenant_id = e.tenant_id AND ep.id = e.episode_id
-    WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end
-    GROUP BY GROUPING SETS ((ep.podcast_id), ())
-    HAVING grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    INSERT INTO listener_keys (tenant_id, listener_id, key)
+    SELECT :t, n.listener_id,
+           coalesce((SELECT max(key) FROM listener_keys WHERE tenant_id = :t), 0)
+           + row_number() OVER (ORDER BY n.listener_id)
+    FROM (
+        SELECT DISTINCT e.listener_id FROM listener_events e
+        WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end
+          AND NOT EXISTS (SELECT 1 FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id)
+    ) n
+    """,
+    "DELETE FROM listener_daily WHERE tenant_id = :t AND day = :day",
+    "DELETE FROM listener_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end",
+    f"""
+    INSERT INTO listener_hourly (tenant_id, scope_id, hour, events, {_COUNT_COLUMNS}, listen_seconds)
+    SELECT :t, {_SCOPE}, e.hour, count(*), {_COUNT_EXPRESSIONS}, coalesce(sum(e.listened), 0)
+    FROM (
+        SELECT episode_id, event_type, date_trunc('hour', occurred_at, 'UTC') AS hour, {LISTENED} AS listened
+        FROM listener_events WHERE tenant_id = :t AND occurred_at >= :start AND occurred_at < :end
+    ) e
+    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = e.episode_id
+    GROUP BY GROUPING SETS ((e.hour, e.episode_id), (e.hour, ep.podcast_id), (e.hour))
+    {_SCOPES_HAVING}
     """,
 ]
+_DAILY = f"""
+    SELECT {_SCOPE} AS scope_id, count(*) AS events,
+           {", ".join(f"count(*) FILTER (WHERE e.event_type = '{t}') AS {c}" for c, t in COUNTS.items())},
+           coalesce(sum({LISTENED.replace("event_data", "e.event_data")}), 0) AS listen_seconds,
+           array_agg(DISTINCT k.key) AS keys
+    FROM listener_events e
+    JOIN listener_keys k ON k.tenant_id = e.tenant_id AND k.listener_id = e.listener_id
+    LEFT JOIN episodes ep ON ep.tenant_id = e.tenant_id AND ep.id = e.episode_id
+    WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end
+    GROUP BY GROUPING SETS ((e.episode_id), (ep.podcast_id), ())
+    {_SCOPES_HAVING}
+"""
+_INSERT_DAILY = f"""
+    INSERT INTO listener_daily
+        (tenant_id, scope_id, day, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners)
+    SELECT :t, u.scope_id, :day, u.events, {", ".join(f"u.{c}" for c in COUNTS)}, u.listen_seconds,
+           u.unique_listeners, u.listeners
+    FROM unnest(CAST(:scopes AS uuid[]), CAST(:events AS bigint[]),
+                {", ".join(f"CAST(:{c} AS bigint[])" for c in COUNTS)},
+                CAST(:listen_seconds AS numeric[]), CAST(:uniques AS bigint[]), CAST(:bitmaps AS bytea[]))
+         AS u(scope_id, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners)
+"""
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -73,12 +109,27 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 async def recompute(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date]) -> None:
-    """Replace the rollups of ``days`` with what the raw events say now."""
+    """Replace the rollups of ``days`` with what the raw events say now: counts by scope and hour,
+    and by scope and day with the day's listeners as a bitmap of their numbers."""
     for day in sorted(set(days)):
         start, end = day_bounds(day)
         params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS}
         for statement in _RECOMPUTE:
             await session.execute(text(statement), params)
+        rows = (await session.execute(text(_DAILY), params)).all()
+        if not rows:
+            continue
+        columns: dict[str, list[Any]] = {name: [] for name in ("scopes", "events", *COUNTS, "listen_seconds")}
+        uniques, bitmaps = [], []
+        for row in rows:
+            columns["scopes"].append(row.scope_id)
+            columns["events"].append(row.events)
+            for name in (*COUNTS, "listen_seconds"):
+                columns[name].append(getattr(row, name))
+            members = BitMap(row.keys)
+            uniques.append(len(members))
+            bitmaps.append(members.serialize())
+        await session.execute(text(_INSERT_DAILY), {**params, **columns, "uniques": uniques, "bitmaps": bitmaps})
 
 
 async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:

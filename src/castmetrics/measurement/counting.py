@@ -28,7 +28,7 @@ UNKNOWN = "Unknown"
 
 # One row per (episode, client) that the rules count as a download on the day.
 _DOWNLOADS = f"""
-    SELECT r.episode_id, r.client_hash,
+    SELECT r.episode_id, r.client_hash, min(r.requested_at) AS first_at,
            min(coalesce(r.country, '{UNKNOWN}')) AS country,
            min(coalesce(r.app, '{UNKNOWN}')) AS app,
            min(coalesce(r.device, '{UNKNOWN}')) AS device,
@@ -37,7 +37,7 @@ _DOWNLOADS = f"""
     LEFT JOIN episodes e ON e.tenant_id = r.tenant_id AND e.id = r.episode_id
     WHERE r.tenant_id = :t AND r.requested_at >= :start AND r.requested_at < :end
       AND r.episode_id IS NOT NULL AND NOT r.is_bot AND r.method = 'GET' AND NOT r.is_probe
-    GROUP BY r.episode_id, r.client_hash
+    GROUP BY r.episode_id, r.client_hash, (r.requested_at AT TIME ZONE 'UTC')::date
     HAVING bool_or(r.range_bytes IS NULL)
         OR sum(r.range_bytes) >= CASE
                WHEN max(e.audio_length_bytes) > 0 AND max(e.duration_seconds) > 0
@@ -75,15 +75,29 @@ _RECOMPUTE = [
     """,
     "DELETE FROM download_listeners_daily WHERE tenant_id = :t AND day = :day",
     f"""
-    INSERT INTO download_listeners_daily (tenant_id, day, scope_id, listeners)
+    INSERT INTO download_listeners_daily (tenant_id, day, scope_id, downloads, listeners)
     SELECT :t, :day,
            CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
                 WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id
                 ELSE CAST(:all AS uuid) END,
-           count(DISTINCT d.client_hash)
+           count(*), count(DISTINCT d.client_hash)
     FROM ({_DOWNLOADS}) d
     LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
     GROUP BY GROUPING SETS ((d.episode_id), (ep.podcast_id), ())
+    HAVING grouping(d.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    """,
+    # A download happens at its first request of the day: hourly counts for hours and time zones.
+    "DELETE FROM download_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end",
+    f"""
+    INSERT INTO download_hourly (tenant_id, scope_id, hour, downloads)
+    SELECT :t,
+           CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
+                WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id
+                ELSE CAST(:all AS uuid) END,
+           d.hour, count(*)
+    FROM (SELECT episode_id, date_trunc('hour', first_at, 'UTC') AS hour FROM ({_DOWNLOADS}) x) d
+    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
+    GROUP BY GROUPING SETS ((d.hour, d.episode_id), (d.hour, ep.podcast_id), (d.hour))
     HAVING grouping(d.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
     """,
 ]

@@ -1,0 +1,55 @@
+"""CSV exports of analytics answers (``Accept: text/csv``), written row by row as they stream out."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+CSV = "text/csv"
+CHUNK_ROWS = 1_000
+
+
+def wants_csv(request: Request) -> bool:
+    """True when the client asks for CSV (and prefers it to JSON, if it names both)."""
+    accept = request.headers.get("accept", "").lower()
+    if CSV not in accept:
+        return False
+    json_at = accept.find("application/json")
+    return json_at < 0 or accept.find(CSV) < json_at
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for count, row in enumerate(rows, 1):
+        writer.writerow([_cell(value) for value in row])
+        if count % CHUNK_ROWS == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def csv_response(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> StreamingResponse:
+    return StreamingResponse(
+        _chunks(header, rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="castmetrics-{name}.csv"'},
+    )
