@@ -311,6 +311,7 @@ async def unique_listeners(
         else:
             sets[row.b - 1].append(BitMap.deserialize(row.bitmap))
     unkeyed: dict[int, set[str]] = defaultdict(set)
+    keyed: dict[int, list[int]] = defaultdict(list)
     for lo, hi in _raw_spans(start, end, pending):  # the raw tail: numbered listeners join the bitmaps
         rows = await session.execute(
             text(
@@ -325,7 +326,9 @@ async def unique_listeners(
             if row.key is None:
                 unkeyed[row.b - 1].add(row.listener)
             else:
-                sets[row.b - 1].append(BitMap([row.key]))
+                keyed[row.b - 1].append(row.key)
+    for index, keys in keyed.items():
+        sets[index].append(BitMap(keys))
     for index, parts in sets.items():
         counts[index] = len(BitMap.union(*parts)) if len(parts) > 1 else len(parts[0])
     for index, listeners in unkeyed.items():
