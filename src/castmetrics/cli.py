@@ -694,10 +694,11 @@ def rollups_rebuild(
         datetime | None,
         typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC; default: today).", show_default=False),
     ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="listener (events), download (prefix requests) or all.")] = "all",
     data_dir: DataDir = None,
 ) -> None:
-    """Recompute the listener rollups of a date range from raw events (default: the last 30 days),
-    each tenant in its own transaction."""
+    """Recompute the rollups of a date range from raw events and download requests (default: the last
+    30 days), each tenant in its own transaction."""
     from datetime import UTC, timedelta
 
     from sqlalchemy import select
@@ -709,6 +710,9 @@ def rollups_rebuild(
     first_day = first.date() if first is not None else last_day - timedelta(days=29)
     if first_day > last_day:
         _fail(f"--from ({first_day}) is after --to ({last_day})", code=2)
+    kinds = {"listener": ("listener",), "download": ("download",), "all": ("listener", "download")}.get(kind)
+    if kinds is None:
+        _fail(f"--kind must be listener, download or all (got {kind!r})", code=2)
     settings = _settings(data_dir)
     with owner_database(settings) as owner_url:
         runtime_url = _migrate(settings, owner_url)
@@ -730,7 +734,7 @@ def rollups_rebuild(
             try:
                 for tenant_id, slug in targets:
                     async with runtime.tenant_transaction(tenant_id) as session:
-                        days = await rollups.rebuild(session, tenant_id, first_day, last_day)
+                        days = await rollups.rebuild(session, tenant_id, first_day, last_day, kinds)
                     typer.echo(f"{slug}: {days} days rebuilt ({first_day} to {last_day})")
                     done.append((slug, days))
             finally:

@@ -235,6 +235,10 @@ async def test_rollups_rebuild_matches_a_count_of_raw_events(
     assert backwards.returncode == 2 and "is after --to" in backwards.stderr
     unknown = run_cli(settings, "rollups", "rebuild", "--tenant", "no-such-tenant")
     assert unknown.returncode == 2 and "no tenant with slug" in unknown.stderr
+    bad_kind = run_cli(settings, "rollups", "rebuild", "--kind", "moods")
+    assert bad_kind.returncode == 2 and "--kind must be listener, download or all" in bad_kind.stderr
+    listeners_only = run_cli(settings, "rollups", "rebuild", "--tenant", catalog.team.slug, "--kind", "listener")
+    assert listeners_only.returncode == 0 and "30 days rebuilt" in listeners_only.stdout
 
 
 async def tenant_row(db: Database, tenant_id: uuid.UUID) -> Tenant:
