@@ -45,61 +45,58 @@ _DOWNLOADS = f"""
                ELSE 0 END
 """
 
+# The day's downloads are worked out once into a temporary table (with each episode's podcast), then
+# every rollup is grouped from it.
+_SCOPE = """CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
+                WHEN grouping(d.podcast_id) = 0 THEN d.podcast_id
+                ELSE CAST(:all AS uuid) END"""
+_SCOPES_HAVING = "HAVING grouping(d.episode_id) = 0 OR grouping(d.podcast_id) = 1 OR d.podcast_id IS NOT NULL"
 _RECOMPUTE = [
-    "DELETE FROM download_daily WHERE tenant_id = :t AND day = :day",
+    "DROP TABLE IF EXISTS pg_temp.day_downloads",
     f"""
+    CREATE TEMPORARY TABLE day_downloads ON COMMIT DROP AS
+    SELECT d.*, ep.podcast_id FROM ({_DOWNLOADS}) d LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
+    """,
+    "DELETE FROM download_daily WHERE tenant_id = :t AND day = :day",
+    """
     INSERT INTO download_daily
         (tenant_id, day, episode_id, country, app, device, device_category, downloads)
     SELECT :t, :day, episode_id, country, app, device, device_category, count(*)
-    FROM ({_DOWNLOADS}) d
+    FROM day_downloads
     GROUP BY episode_id, country, app, device, device_category
     """,
     "DELETE FROM download_breakdown_daily WHERE tenant_id = :t AND day = :day",
     f"""
     INSERT INTO download_breakdown_daily (tenant_id, day, scope_id, dimension, key, downloads, listeners)
-    SELECT :t, :day,
-           CASE WHEN grouping(x.episode_id) = 0 THEN x.episode_id
-                WHEN grouping(x.podcast_id) = 0 THEN x.podcast_id
-                ELSE CAST(:all AS uuid) END,
-           x.dimension, x.key, count(*), count(DISTINCT x.client_hash)
+    SELECT :t, :day, {_SCOPE}, d.dimension, d.key, count(*), count(DISTINCT d.client_hash)
     FROM (
-        SELECT d.episode_id, ep.podcast_id, d.client_hash, v.dimension, v.key
-        FROM ({_DOWNLOADS}) d
-        LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
-        CROSS JOIN LATERAL (VALUES ('country', d.country), ('app', d.app), ('device', d.device),
-                                   ('device_category', d.device_category)) AS v(dimension, key)
-    ) x
-    GROUP BY GROUPING SETS ((x.dimension, x.key, x.episode_id), (x.dimension, x.key, x.podcast_id),
-                            (x.dimension, x.key))
-    HAVING grouping(x.episode_id) = 0 OR grouping(x.podcast_id) = 1 OR x.podcast_id IS NOT NULL
+        SELECT x.episode_id, x.podcast_id, x.client_hash, v.dimension, v.key
+        FROM day_downloads x
+        CROSS JOIN LATERAL (VALUES ('country', x.country), ('app', x.app), ('device', x.device),
+                                   ('device_category', x.device_category)) AS v(dimension, key)
+    ) d
+    GROUP BY GROUPING SETS ((d.dimension, d.key, d.episode_id), (d.dimension, d.key, d.podcast_id),
+                            (d.dimension, d.key))
+    {_SCOPES_HAVING}
     """,
     "DELETE FROM download_listeners_daily WHERE tenant_id = :t AND day = :day",
     f"""
     INSERT INTO download_listeners_daily (tenant_id, day, scope_id, downloads, listeners)
-    SELECT :t, :day,
-           CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
-                WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id
-                ELSE CAST(:all AS uuid) END,
-           count(*), count(DISTINCT d.client_hash)
-    FROM ({_DOWNLOADS}) d
-    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
-    GROUP BY GROUPING SETS ((d.episode_id), (ep.podcast_id), ())
-    HAVING grouping(d.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    SELECT :t, :day, {_SCOPE}, count(*), count(DISTINCT d.client_hash)
+    FROM day_downloads d
+    GROUP BY GROUPING SETS ((d.episode_id), (d.podcast_id), ())
+    {_SCOPES_HAVING}
     """,
     # A download happens at its first request of the day: hourly counts for hours and time zones.
     "DELETE FROM download_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end",
     f"""
     INSERT INTO download_hourly (tenant_id, scope_id, hour, downloads)
-    SELECT :t,
-           CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
-                WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id
-                ELSE CAST(:all AS uuid) END,
-           d.hour, count(*)
-    FROM (SELECT episode_id, date_trunc('hour', first_at, 'UTC') AS hour FROM ({_DOWNLOADS}) x) d
-    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
-    GROUP BY GROUPING SETS ((d.hour, d.episode_id), (d.hour, ep.podcast_id), (d.hour))
-    HAVING grouping(d.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    SELECT :t, {_SCOPE}, d.hour, count(*)
+    FROM (SELECT episode_id, podcast_id, date_trunc('hour', first_at, 'UTC') AS hour FROM day_downloads) d
+    GROUP BY GROUPING SETS ((d.hour, d.episode_id), (d.hour, d.podcast_id), (d.hour))
+    {_SCOPES_HAVING}
     """,
+    "DROP TABLE day_downloads",
 ]
 
 
