@@ -315,10 +315,11 @@ async def unique_listeners(
     for lo, hi in _raw_spans(start, end, pending):  # the raw tail: numbered listeners join the bitmaps
         rows = await session.execute(
             text(
-                "SELECT DISTINCT width_bucket(e.occurred_at, CAST(:edges AS timestamptz[])) AS b, k.key, "
-                "CASE WHEN k.key IS NULL THEN e.listener_id END AS listener FROM listener_events e "
-                "LEFT JOIN listener_keys k ON k.tenant_id = e.tenant_id AND k.listener_id = e.listener_id "
-                f"WHERE e.tenant_id = :t AND e.occurred_at >= :lo AND e.occurred_at < :hi{scope.raw_filter()}"
+                "SELECT x.b, x.listener, (SELECT k.key FROM listener_keys k WHERE k.tenant_id = :t "
+                "AND k.listener_id = x.listener) AS key FROM (SELECT DISTINCT "
+                "width_bucket(e.occurred_at, CAST(:edges AS timestamptz[])) AS b, e.listener_id AS listener "
+                f"FROM listener_events e WHERE e.tenant_id = :t AND e.occurred_at >= :lo AND e.occurred_at < :hi"
+                f"{scope.raw_filter()}) x"
             ),
             scope.params(edges=edges, lo=lo, hi=hi),
         )
