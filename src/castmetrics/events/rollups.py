@@ -55,15 +55,23 @@ _SCOPES_HAVING = "HAVING grouping(e.episode_id) = 0 OR grouping(ep.podcast_id) =
 _RECOMPUTE = [
     # Number the listeners seen for the first time (dense per tenant; the tenant's lock is held).
     """
-    INSERT INTO listener_keys (tenant_id, listener_id, key)
-    SELECT :t, n.listener_id,
-           coalesce((SELECT max(key) FROM listener_keys WHERE tenant_id = :t), 0)
-           + row_number() OVER (ORDER BY n.listener_id)
-    FROM (
-        SELECT DISTINCT e.listener_id FROM listener_events e
-        WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end
-          AND NOT EXISTS (SELECT 1 FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id)
-    ) n
+    WITH fresh AS (
+        SELECT n.listener_id, row_number() OVER (ORDER BY n.listener_id) AS n
+        FROM (
+            SELECT DISTINCT e.listener_id FROM listener_events e
+            WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end
+              AND NOT EXISTS (SELECT 1 FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id)
+        ) n
+    ), numbered AS (
+        INSERT INTO listener_keys (tenant_id, listener_id, key)
+        SELECT :t, fresh.listener_id,
+               coalesce((SELECT last_key FROM listener_key_counters WHERE tenant_id = :t), 0) + fresh.n
+        FROM fresh
+        RETURNING key
+    )
+    INSERT INTO listener_key_counters (tenant_id, last_key)
+    SELECT :t, max(key) FROM numbered HAVING count(*) > 0
+    ON CONFLICT (tenant_id) DO UPDATE SET last_key = EXCLUDED.last_key
     """,
     "DELETE FROM listener_daily WHERE tenant_id = :t AND day = :day",
     "DELETE FROM listener_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end",

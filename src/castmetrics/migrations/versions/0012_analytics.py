@@ -61,12 +61,22 @@ def upgrade() -> None:
             tenant_id uuid NOT NULL,
             listener_id text NOT NULL,
             key integer NOT NULL,
-            CONSTRAINT pk_listener_keys PRIMARY KEY (tenant_id, listener_id),
-            CONSTRAINT uq_listener_keys_key UNIQUE (tenant_id, key)
+            CONSTRAINT pk_listener_keys PRIMARY KEY (tenant_id, listener_id)
         )
         """
     )
     enable_tenant_rls(bind, "listener_keys")
+    # The last number given out per tenant. (No index on (tenant_id, key): with a second index the planner
+    # may pick it for lookups by listener id when statistics lag behind a growing tenant.)
+    op.execute(
+        """
+        CREATE TABLE listener_key_counters (
+            tenant_id uuid NOT NULL CONSTRAINT pk_listener_key_counters PRIMARY KEY,
+            last_key integer NOT NULL
+        )
+        """
+    )
+    enable_tenant_rls(bind, "listener_key_counters")
     op.execute(
         f"""
         CREATE TABLE listener_daily (
@@ -120,7 +130,7 @@ def downgrade() -> None:
         SELECT DISTINCT tenant_id, day, 'listener' FROM listener_daily
         """
     )
-    for table in ("download_hourly", "listener_hourly", "listener_daily", "listener_keys"):
+    for table in ("download_hourly", "listener_hourly", "listener_daily", "listener_key_counters", "listener_keys"):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     # The tables of revision 0010, empty: the refresh fills them again from the log rows above.
     op.execute(
