@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from castmetrics.analytics import service as analytics
 from castmetrics.db.session import Database
 from castmetrics.events import tasks
 from castmetrics.measurement.recorder import Recorder
 from tests.analytics.conftest import Traffic, add_traffic
+from tests.events.conftest import listener_event
 
 WAYS = [
     ("UTC", "day"), ("UTC", "week"), ("UTC", "month"), ("UTC", "hour"),
@@ -121,3 +123,42 @@ async def test_summaries_top_episodes_breakdowns_and_launch_curves_are_the_same_
     ]
     assert launched[1]["day_7"] is not None and launched[1]["day_7"] >= launched[1]["day_1"] > 0
     assert launched[0]["day_30"] is None  # not thirty days old yet
+
+
+async def test_unique_listeners_over_whole_months_use_monthly_bitmaps_and_equal_raw_counts(
+    traffic: Traffic, db: Database, client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    today = traffic.days[0]
+    days = [today - timedelta(days=n) for n in range(75)]  # two whole months at least
+    await add_traffic(client, traffic.show, recorder, days, random.Random(21), count=600)
+    await tasks.refresh_all(db)
+    tenant_id = traffic.show.team.tenant_id
+    first, last = days[-1], today
+
+    async def answers(raw: bool) -> list[Any]:
+        found = []
+        async with db.tenant_transaction(tenant_id) as session:
+            for scope in scopes(traffic):
+                for interval in ("month", "week"):
+                    buckets = analytics.make_buckets(first, last, ZoneInfo("UTC"), interval)
+                    found.append(await analytics.unique_listeners(session, scope, buckets, from_raw=raw))
+                whole = [analytics.period(first, last, ZoneInfo("UTC"))]
+                found.append(await analytics.unique_listeners(session, scope, whole, from_raw=raw))
+        return found
+
+    assert await answers(False) == await answers(True)
+    async with db.tenant_transaction(tenant_id) as session:
+        months = (await session.execute(text("SELECT count(DISTINCT month) FROM listener_monthly"))).scalar_one()
+    assert months >= 3
+    # a late event in the middle of a whole month: that month is read day by day until the refresh
+    middle = (today.replace(day=1) - timedelta(days=20)).replace(day=15)
+    late = listener_event(
+        traffic.show.episode_ids[0], listener_id="late-comer",
+        occurred_at=datetime.combine(middle, time(10), tzinfo=UTC).isoformat(),
+    )  # fmt: skip
+    posted = await client.post("/v1/events/listener", json=[late], headers=traffic.show.team.auth("owner"))
+    assert posted.json()["accepted"] == 1
+    before = await answers(False)
+    assert before == await answers(True)
+    await tasks.refresh_all(db)
+    assert await answers(False) == before

@@ -292,24 +292,45 @@ async def unique_listeners(
         return [values.get(index, 0) for index in range(len(buckets))]
     first, last = _utc_days(start, end)
     pending = await _pending(session, scope, start, end, "listener")
-    single = all(bucket.end - bucket.start == timedelta(days=1) for bucket in buckets)
-    column = "NULL" if single else "r.listeners"
-    rows = await session.execute(
-        text(
-            f"SELECT width_bucket({_UTC_DAY.format('r.day')}, CAST(:edges AS timestamptz[])) AS b, "
-            f"r.unique_listeners AS n, {column} AS bitmap FROM listener_daily r "
-            "WHERE r.tenant_id = :t AND r.scope_id = :scope_id AND r.day >= :first AND r.day <= :last "
-            "AND NOT (r.day = ANY(:pending))"
-        ),
-        scope.params(edges=edges, first=first, last=last, pending=sorted(pending)),
-    )
     counts = [0] * len(buckets)
     sets: dict[int, list[BitMap]] = defaultdict(list)
-    for row in rows:
-        if single:
-            counts[row.b - 1] = int(row.n)
-        else:
-            sets[row.b - 1].append(BitMap.deserialize(row.bitmap))
+    if all(bucket.end - bucket.start == timedelta(days=1) for bucket in buckets):
+        rows = await session.execute(
+            text(
+                "SELECT day, unique_listeners FROM listener_daily WHERE tenant_id = :t AND scope_id = :scope_id "
+                "AND day >= :first AND day <= :last AND NOT (day = ANY(:pending))"
+            ),
+            scope.params(first=first, last=last, pending=sorted(pending)),
+        )
+        position = {bucket.start.date(): n for n, bucket in enumerate(buckets)}
+        for row in rows:
+            counts[position[row.day]] = int(row.unique_listeners)
+    else:
+        # Whole months without pending days come from the monthly bitmaps (podcasts and the tenant),
+        # every other day from its daily bitmap.
+        months: dict[date, int] = {}
+        days: dict[date, int] = {}
+        for n, bucket in enumerate(buckets):
+            day, bucket_last = _utc_days(bucket.start, bucket.end)
+            while day <= bucket_last:
+                month_end = (day.replace(day=1) + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+                whole = scope.kind != "episode" and day.day == 1 and month_end <= bucket_last
+                if whole and not any(day <= p <= month_end for p in pending):
+                    months[day] = n
+                    day = month_end + timedelta(days=1)
+                    continue
+                if day not in pending:
+                    days[day] = n
+                day += timedelta(days=1)
+        params = scope.params(months=sorted(months), days=sorted(days))
+        query = (
+            "SELECT true, month, listeners FROM listener_monthly WHERE tenant_id = %(t)s "
+            "AND scope_id = %(scope_id)s AND month = ANY(CAST(%(months)s AS date[])) UNION ALL "
+            "SELECT false, day, listeners FROM listener_daily WHERE tenant_id = %(t)s AND scope_id = %(scope_id)s "
+            "AND day = ANY(CAST(%(days)s AS date[]))"
+        )
+        for monthly, day, bitmap in await rollups.fetch_bitmaps(session, query, params):
+            sets[(months if monthly else days)[day]].append(BitMap.deserialize(bitmap))
     unkeyed: dict[int, set[str]] = defaultdict(set)
     keyed: dict[int, list[int]] = defaultdict(list)
     for lo, hi in _raw_spans(start, end, pending):  # the raw tail: numbered listeners join the bitmaps

@@ -147,6 +147,57 @@ async def recompute(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[
             uniques.append(len(members))
             bitmaps.append(members.serialize())
         await session.execute(text(_INSERT_DAILY), {**params, **columns, "uniques": uniques, "bitmaps": bitmaps})
+    for month in sorted({day.replace(day=1) for day in days}):
+        await recompute_month(session, tenant_id, month)
+
+
+async def fetch_bitmaps(session: AsyncSession, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` (psycopg ``%(name)s`` parameters) read in PostgreSQL's binary format: bitmaps
+    come as bytes, not as hex text twice their size."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    async with driver.cursor(binary=True) as cursor:
+        await cursor.execute(query, params)
+        return list(await cursor.fetchall())
+
+
+async def recompute_month(session: AsyncSession, tenant_id: uuid.UUID, month: date) -> None:
+    """The month's listeners of each podcast and of the whole tenant: the union of its days' bitmaps."""
+    end = (month + timedelta(days=32)).replace(day=1)
+    await session.execute(
+        text("DELETE FROM listener_monthly WHERE tenant_id = :t AND month = :month"), {"t": tenant_id, "month": month}
+    )
+    rows = await fetch_bitmaps(
+        session,
+        "SELECT d.scope_id, d.listeners FROM listener_daily d WHERE d.tenant_id = %(t)s "
+        "AND d.day >= %(month)s AND d.day < %(end)s AND (d.scope_id = %(all)s "
+        "OR d.scope_id IN (SELECT p.id FROM podcasts p WHERE p.tenant_id = %(t)s))",
+        {"t": tenant_id, "month": month, "end": end, "all": ALL_PODCASTS},
+    )
+    unions: dict[uuid.UUID, BitMap] = {}
+    for scope_id, bitmap in rows:
+        members = BitMap.deserialize(bitmap)
+        if scope_id in unions:
+            unions[scope_id] |= members
+        else:
+            unions[scope_id] = members
+    if unions:
+        await session.execute(
+            text(
+                "INSERT INTO listener_monthly (tenant_id, scope_id, month, unique_listeners, listeners) "
+                "SELECT :t, u.scope_id, :month, u.n, u.bitmap FROM unnest(CAST(:scopes AS uuid[]), "
+                "CAST(:counts AS bigint[]), CAST(:bitmaps AS bytea[])) AS u(scope_id, n, bitmap)"
+            ),
+            {
+                "t": tenant_id,
+                "month": month,
+                "scopes": list(unions),
+                "counts": [len(bitmap) for bitmap in unions.values()],
+                "bitmaps": [bitmap.serialize() for bitmap in unions.values()],
+            },
+        )
 
 
 async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:

@@ -91,6 +91,21 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX ix_listener_daily_day ON listener_daily (tenant_id, day)")
     enable_tenant_rls(bind, "listener_daily")
+    # The union of a month's daily bitmaps for each podcast and the whole tenant, so that a year is a
+    # dozen months and a few days, not 365 days.
+    op.execute(
+        """
+        CREATE TABLE listener_monthly (
+            tenant_id uuid NOT NULL,
+            scope_id uuid NOT NULL,
+            month date NOT NULL,
+            unique_listeners bigint NOT NULL,
+            listeners bytea NOT NULL,
+            CONSTRAINT pk_listener_monthly PRIMARY KEY (tenant_id, scope_id, month)
+        )
+        """
+    )
+    enable_tenant_rls(bind, "listener_monthly")
     op.execute(
         f"""
         CREATE TABLE listener_hourly (
@@ -130,7 +145,10 @@ def downgrade() -> None:
         SELECT DISTINCT tenant_id, day, 'listener' FROM listener_daily
         """
     )
-    for table in ("download_hourly", "listener_hourly", "listener_daily", "listener_key_counters", "listener_keys"):
+    for table in (
+        "download_hourly", "listener_hourly", "listener_monthly", "listener_daily", "listener_key_counters",
+        "listener_keys",
+    ):  # fmt: skip
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     # The tables of revision 0010, empty: the refresh fills them again from the log rows above.
     op.execute(
