@@ -162,6 +162,26 @@ def _pick(items: list[tuple[Any, float]], rng: random.Random) -> Any:
     return rng.choices([item for item, _ in items], weights=[weight for _, weight in items])[0]
 
 
+def code_fingerprint() -> dict[str, Any]:
+    """Where castmetrics was imported from and a digest of its Python files and migrations (the
+    source may change between runs: results name the code they measured)."""
+    import hashlib
+
+    import castmetrics
+
+    root = Path(castmetrics.__file__).resolve().parent
+    digest = hashlib.sha256()
+    files = sorted(root.rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    newest = max(path.stat().st_mtime for path in files)
+    return {
+        "path": str(root),
+        "sha256": digest.hexdigest()[:16],
+        "newest_file": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds"),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1)."""
     ordered = sorted(values)
@@ -989,6 +1009,8 @@ def main() -> None:  # noqa: C901 - one linear run, kept together
     from castmetrics.observability import configure_logging
 
     configure_logging("WARNING", json=True)
+    code = code_fingerprint()
+    _log(f"castmetrics from {code['path']} (sha256 {code['sha256']}, newest file {code['newest_file']})")
     with tempfile.TemporaryDirectory(prefix="castmetrics-bench-") as tmp:
         root = args.keep_dir.resolve() if args.keep_dir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
@@ -1006,6 +1028,8 @@ def main() -> None:  # noqa: C901 - one linear run, kept together
             if args.reuse:
                 state = json.loads(state_path.read_text())
                 _log(f"reusing the data generated at {state['cutoff']} (scale {state['scale']})")
+                if state.get("code", {}).get("sha256") != code["sha256"]:
+                    _log(f"WARNING: the data were generated and rolled up by other code: {state.get('code')}")
             else:
                 cutoff = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
                 _log(f"setting up {1 + args.small_tenants} tenants …")
@@ -1035,6 +1059,7 @@ def main() -> None:  # noqa: C901 - one linear run, kept together
                 counts = count_data(pg_url, tenants)
                 state = {
                     "cutoff": cutoff.isoformat(),
+                    "code": code,
                     "scale": args.scale,
                     "tenants": tenants,
                     "generation": generated,
@@ -1136,6 +1161,7 @@ def main() -> None:  # noqa: C901 - one linear run, kept together
             "postgres": server_version[0] if server_version else None,
             "postgres_settings": settings_row[0] if settings_row else None,
             "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
+            "castmetrics": code,
             "load_average": load,
         },
         "options": {
@@ -1148,6 +1174,7 @@ def main() -> None:  # noqa: C901 - one linear run, kept together
             "analytics_cache_seconds": 0,
         },
         "data": counts,
+        "data_generated_by": state.get("code"),
         "generation_s": {k: round(v, 1) for k, v in timings.items()},
         "rebuild_s": {k: round(v, 1) for k, v in rebuild.items()},
         "http_s": round(http_s, 1),

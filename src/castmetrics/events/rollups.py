@@ -21,8 +21,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import psycopg
 from pyroaring import BitMap
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
@@ -158,9 +160,12 @@ async def fetch_bitmaps(session: AsyncSession, query: str, params: dict[str, Any
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    async with driver.cursor(binary=True) as cursor:
-        await cursor.execute(query, params)
-        return list(await cursor.fetchall())
+    try:
+        async with driver.cursor(binary=True) as cursor:
+            await cursor.execute(query, params)
+            return list(await cursor.fetchall())
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it, for the same error handling upstream
+        raise DBAPIError.instance(query, params, exc, psycopg.Error) from exc
 
 
 async def recompute_month(session: AsyncSession, tenant_id: uuid.UUID, month: date) -> None:
