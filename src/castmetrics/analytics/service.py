@@ -29,6 +29,7 @@ from pyroaring import BitMap
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.db.binary import fetch_binary
 from castmetrics.events import rollups
 from castmetrics.events.validation import LISTENER_TYPES
 from castmetrics.measurement import counting, sketches
@@ -329,7 +330,7 @@ async def unique_listeners(
             "SELECT false, day, listeners FROM listener_daily WHERE tenant_id = %(t)s AND scope_id = %(scope_id)s "
             "AND day = ANY(CAST(%(days)s AS date[]))"
         )
-        for monthly, day, bitmap in await rollups.fetch_bitmaps(session, query, params):
+        for monthly, day, bitmap in await fetch_binary(session, query, params):
             sets[(months if monthly else days)[day]].append(BitMap.deserialize(bitmap))
     unkeyed: dict[int, set[str]] = defaultdict(set)
     keyed: dict[int, list[int]] = defaultdict(list)

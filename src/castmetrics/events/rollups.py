@@ -21,11 +21,11 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import psycopg
 from pyroaring import BitMap
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.db.binary import fetch_binary
 
 ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
 MAX_LOG_ROWS = 50_000
@@ -153,28 +153,13 @@ async def recompute(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[
         await recompute_month(session, tenant_id, month)
 
 
-async def fetch_bitmaps(session: AsyncSession, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Rows of ``query`` (psycopg ``%(name)s`` parameters) read in PostgreSQL's binary format: bitmaps
-    come as bytes, not as hex text twice their size."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    try:
-        async with driver.cursor(binary=True) as cursor:
-            await cursor.execute(query, params)
-            return list(await cursor.fetchall())
-    except psycopg.Error as exc:  # as SQLAlchemy would raise it, for the same error handling upstream
-        raise DBAPIError.instance(query, params, exc, psycopg.Error) from exc
-
-
 async def recompute_month(session: AsyncSession, tenant_id: uuid.UUID, month: date) -> None:
     """The month's listeners of each podcast and of the whole tenant: the union of its days' bitmaps."""
     end = (month + timedelta(days=32)).replace(day=1)
     await session.execute(
         text("DELETE FROM listener_monthly WHERE tenant_id = :t AND month = :month"), {"t": tenant_id, "month": month}
     )
-    rows = await fetch_bitmaps(
+    rows = await fetch_binary(
         session,
         "SELECT d.scope_id, d.listeners FROM listener_daily d WHERE d.tenant_id = %(t)s "
         "AND d.day >= %(month)s AND d.day < %(end)s AND (d.scope_id = %(all)s "

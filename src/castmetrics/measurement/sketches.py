@@ -16,6 +16,8 @@ import datasketches
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.db.binary import fetch_binary
+
 ALL = uuid.UUID(int=0)
 LG_K = 16  # 65,536 registers: relative standard error ~0.4%, so 1% is 2.5 standard errors
 
@@ -78,8 +80,10 @@ async def estimate(session: AsyncSession, tenant_id: uuid.UUID, scope: uuid.UUID
     if not day_list:
         return 0.0
     union = datasketches.hll_union(LG_K)
-    rows = await session.execute(
-        text("SELECT sketch FROM download_sketches WHERE tenant_id = :t AND scope_id = :s AND day = ANY(:days)"),
+    rows = await fetch_binary(
+        session,
+        "SELECT sketch FROM download_sketches WHERE tenant_id = %(t)s AND scope_id = %(s)s "
+        "AND day = ANY(CAST(%(days)s AS date[]))",
         {"t": tenant_id, "s": scope, "days": day_list},
     )
     for (sketch,) in rows:
