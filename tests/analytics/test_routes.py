@@ -233,3 +233,15 @@ async def test_a_tenant_without_data_gets_zeros_everywhere(client: httpx.AsyncCl
         "/v1/analytics/tenant/timeseries", params={"metric": "listen_through_rate"}, headers=headers
     )
     assert [p["value"] for p in series.json()["points"]] == [None] * 30
+
+
+async def test_a_summary_of_chosen_metrics(client: httpx.AsyncClient, traffic: Traffic) -> None:
+    full = await get(client, traffic, "tenant/summary")
+    some = await get(client, traffic, "tenant/summary", metric=["unique_listeners", "plays"])
+    assert [item["metric"] for item in some["metrics"]] == ["plays", "unique_listeners"]
+    by_metric = {item["metric"]: item for item in full["metrics"]}
+    assert some["metrics"] == [by_metric["plays"], by_metric["unique_listeners"]]
+    bad = await client.get(
+        "/v1/analytics/tenant/summary", params={"metric": "hugs"}, headers=traffic.show.team.auth("viewer")
+    )
+    assert bad.status_code == 422

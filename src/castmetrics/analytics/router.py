@@ -140,14 +140,20 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
         return answer
 
     @router.get(f"{path}/summary", response_model=SummaryOut, responses=CSV_RESPONSE, summary=f"Summary for {label}")
-    async def summary(request: Request, target: Scoped, start: From = None, to: Bound = None, tz: Zone = "UTC") -> Any:
+    async def summary(
+        request: Request, target: Scoped, start: From = None, to: Bound = None, tz: Zone = "UTC",
+        metric: Annotated[
+            list[Metric] | None, Query(description="Only these metrics (repeat the parameter); default every one.")
+        ] = None,
+    ) -> Any:  # fmt: skip
         zone = _zone(tz, target.principal)
         first, last = day_range(start, to, zone)
+        metrics = tuple(m for m in service.METRICS if metric is None or m in metric)
 
         async def compute() -> dict[str, Any]:
-            return await service.summary(target.principal.session, target.scope, first, last, zone)
+            return await service.summary(target.principal.session, target.scope, first, last, zone, metrics=metrics)
 
-        answer = await _cached(request, target, ("summary", first, last, zone.key), compute)
+        answer = await _cached(request, target, ("summary", first, last, zone.key, metrics), compute)
         if wants_csv(request):
             rows = ((m["metric"], m["value"], m["previous"], m["change"], m["estimate"]) for m in answer["metrics"])
             return csv_response("summary", ("metric", "value", "previous", "change", "estimate"), rows)

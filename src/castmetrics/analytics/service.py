@@ -497,24 +497,30 @@ def change(value: float | None, previous: float | None) -> float | None:
 
 
 async def summary(
-    session: AsyncSession, scope: Scope, first: date, last: date, zone: ZoneInfo, *, from_raw: bool = False
-) -> dict[str, Any]:
-    """Totals of every metric over the local days ``first``..``last`` and over the period of the same
-    length just before it, with the relative change."""
+    session: AsyncSession, scope: Scope, first: date, last: date, zone: ZoneInfo, *, from_raw: bool = False,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, Any]:  # fmt: skip
+    """Totals of ``metrics`` (default: every metric) over the local days ``first``..``last`` and over the
+    period of the same length just before it, with the relative change."""
     length = (last - first).days + 1
     before = (first - timedelta(days=length), first - timedelta(days=1))
     buckets = [period(*before, zone), period(first, last, zone)]
+    wanted = [metric for metric in METRICS if metric in metrics]
     found: dict[str, tuple[list[Any], bool]] = {}
-    counts = await listener_counts(session, scope, buckets, from_raw=from_raw)
-    for metric in (*COUNT_METRICS, *RATIO_METRICS):
-        found[metric] = ([listener_value(metric, counts.get((index, None))) for index in (0, 1)], False)
-    downloads = await download_counts(session, scope, buckets, from_raw=from_raw)
-    found["downloads"] = ([downloads.get((0, None), 0), downloads.get((1, None), 0)], False)
-    found["unique_listeners"] = (list(await unique_listeners(session, scope, buckets, from_raw=from_raw)), False)
-    try:
-        found["listeners"] = await iab_listeners(session, scope, buckets, from_raw=from_raw)
-    except Unsupported:
-        found["listeners"] = ([None, None], False)  # IAB listeners exist for UTC days only
+    if any(metric in (*COUNT_METRICS, *RATIO_METRICS) for metric in wanted):
+        counts = await listener_counts(session, scope, buckets, from_raw=from_raw)
+        for metric in (*COUNT_METRICS, *RATIO_METRICS):
+            found[metric] = ([listener_value(metric, counts.get((index, None))) for index in (0, 1)], False)
+    if "downloads" in wanted:
+        downloads = await download_counts(session, scope, buckets, from_raw=from_raw)
+        found["downloads"] = ([downloads.get((0, None), 0), downloads.get((1, None), 0)], False)
+    if "unique_listeners" in wanted:
+        found["unique_listeners"] = (list(await unique_listeners(session, scope, buckets, from_raw=from_raw)), False)
+    if "listeners" in wanted:
+        try:
+            found["listeners"] = await iab_listeners(session, scope, buckets, from_raw=from_raw)
+        except Unsupported:
+            found["listeners"] = ([None, None], False)  # IAB listeners exist for UTC days only
     return {
         "from": first,
         "to": last,
@@ -529,7 +535,7 @@ async def summary(
                 "change": change(found[metric][0][1], found[metric][0][0]),
                 "estimate": found[metric][1],
             }
-            for metric in METRICS
+            for metric in wanted
         ],
     }
 
