@@ -23,7 +23,8 @@ requests: p50/p95/p99 latency of
 1. a podcast's 90-day daily time series of downloads, plays and unique listeners;
 2. a podcast's 90-day summary;
 3. the tenant's 90-day breakdown by country, a podcast's by app;
-4. the tenant's 365-day summary: its ``unique_listeners`` item (distinct listeners over the whole year),
+4. the tenant's 365-day summary: its ``unique_listeners`` item (distinct listeners over the whole year;
+   asked with ``metric=unique_listeners``, which versions of the route without that parameter ignore),
    and the summary as a whole;
 
 and, without targets, the tenant's top episodes by downloads over 90 days, a podcast's launch curves

@@ -12,7 +12,9 @@ a month in the caller's time zone, or a whole period for a summary). Where the d
 
 Days with pending rollup invalidations (events accepted since the last refresh, seconds ago) are always
 counted from raw events, so answers are current. With ``from_raw=True`` every answer is computed from
-raw events alone: the reference the tests compare the rollups with, metric by metric.
+raw events alone — the reference the tests compare the rollups with, metric by metric — except IAB
+listeners over more than a day, which only the HyperLogLog sketches know (the daily salt hides a client
+across days).
 """
 
 from __future__ import annotations

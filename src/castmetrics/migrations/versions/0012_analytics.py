@@ -133,9 +133,12 @@ def upgrade() -> None:
     enable_tenant_rls(bind, "download_hourly")
     op.execute("ALTER TABLE download_listeners_daily ADD COLUMN downloads bigint NOT NULL DEFAULT 0")
     op.execute("CREATE INDEX ix_download_listeners_daily_day ON download_listeners_daily (tenant_id, day)")
+    # The recompute of a day deletes the day's breakdown rows: without this it scanned the tenant's rows.
+    op.execute("CREATE INDEX ix_download_breakdown_daily_day ON download_breakdown_daily (tenant_id, day)")
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS ix_download_breakdown_daily_day")
     op.execute("DROP INDEX IF EXISTS ix_download_listeners_daily_day")
     op.execute("ALTER TABLE download_listeners_daily DROP COLUMN IF EXISTS downloads")
     bind = op.get_bind()
