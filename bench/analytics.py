@@ -66,7 +66,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 
-from bench.ingest import APP_ROLE, PASSWORD, _free_port, _peak_rss_mb, _server_env, _verdict, fresh_database
+from bench import ingest
+from bench.ingest import APP_ROLE, PASSWORD, _peak_rss_mb, _verdict, fresh_database
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analytics.json"
 DAYS = 400  # of traffic, up to now
@@ -849,36 +850,8 @@ def _cases(tenant: dict[str, Any], today: date, launch_now: Callable[[], datetim
 @contextmanager
 def serve(owner_url: str, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``castmetrics serve`` (one process, no job worker, no analytics cache) until the block ends."""
-    import signal
-
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**_server_env(owner_url), "CASTMETRICS_ANALYTICS_CACHE_SECONDS": "0"}
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"castmetrics serve did not become ready (see {log})")
-            time.sleep(0.1)
-        yield base, server
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with ingest.serve(owner_url, log, {"CASTMETRICS_ANALYTICS_CACHE_SECONDS": "0"}) as running:
+        yield running
 
 
 def _read_key(base: str, email: str) -> str:

@@ -284,20 +284,23 @@ async def _post_batches(
     return totals[0], totals[1], totals[2], elapsed
 
 
-def http_ingestion(
-    owner_url: str, setup: dict[str, Any], bodies: list[bytes], in_flight: int, seconds: float, log: Path
-) -> dict[str, Any]:
+@contextmanager
+def serve(
+    owner_url: str, log: Path, env: dict[str, str] | None = None, ready_within: float = 180
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``castmetrics serve`` (one process, no job worker) on a free port until the block ends; answers its
+    base URL and process. ``env`` adds settings to the server's environment."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "1"],
-            env=_server_env(owner_url),
+            env={**_server_env(owner_url), **(env or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_within
         while True:
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
@@ -307,6 +310,19 @@ def http_ingestion(
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"castmetrics serve did not become ready (see {log})")
             time.sleep(0.05)
+        yield base, server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def http_ingestion(
+    owner_url: str, setup: dict[str, Any], bodies: list[bytes], in_flight: int, seconds: float, log: Path
+) -> dict[str, Any]:
+    with serve(owner_url, log) as (base, server):
         login = httpx.post(f"{base}/v1/auth/login", json={"email": setup["email"], "password": PASSWORD})
         login.raise_for_status()
         token = login.json()["access_token"]
@@ -321,12 +337,6 @@ def http_ingestion(
             _post_batches(base, made.json()["key"], bodies, in_flight, seconds)
         )
         peak = _peak_rss_mb(server.pid)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     if duplicates or rejected:
         raise RuntimeError(f"HTTP phase: {duplicates} duplicates and {rejected} rejected, expected none")
     return {
