@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from castmetrics import __version__
 from castmetrics.analytics import router as analytics_router
 from castmetrics.analytics.cache import AnswerCache
+from castmetrics.attribution import router as attribution_router
 from castmetrics.audit import router as audit_router
 from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, check_production_safety, get_settings
@@ -144,6 +145,7 @@ def create_app(
     app.include_router(sponsorship_router.router)
     app.include_router(events_router.router)
     app.include_router(analytics_router.router)
+    app.include_router(attribution_router.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, db_of=lambda: app.state.db)
     app.add_middleware(

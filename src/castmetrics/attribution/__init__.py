@@ -1,0 +1,1 @@
+"""Attribution: which campaigns earned which conversions, under five models, and what they returned."""
