@@ -93,7 +93,7 @@ class Options:
         return (self.end - timedelta(microseconds=1)).astimezone(UTC).date() if self.end else None
 
 
-def _params(
+def statement_params(
     tenant_id: uuid.UUID, options: Options, groups: list[uuid.UUID] | None, max_lookback: int
 ) -> dict[str, Any]:
     return {
@@ -107,7 +107,8 @@ def _params(
     }
 
 
-async def _max_lookback(session: AsyncSession, groups: list[uuid.UUID] | None) -> int:
+async def max_lookback(session: AsyncSession, groups: list[uuid.UUID] | None) -> int:
+    """The longest lookback of the campaigns in the sponsor ``groups`` (all when null)."""
     statement = select(func.max(Campaign.lookback_days))
     if groups is not None:
         statement = statement.where(func.coalesce(Campaign.sponsor_id, Campaign.id).in_(groups))
@@ -205,7 +206,7 @@ async def campaign_models(
     """The campaign's returns under each of ``models``, from one statement over its sponsor's events."""
     group = campaign.sponsor_id or campaign.id
     lookback = options.lookback_days or campaign.lookback_days
-    params = _params(campaign.tenant_id, options, [group], await _max_lookback(session, [group]))
+    params = statement_params(campaign.tenant_id, options, [group], await max_lookback(session, [group]))
     params["campaign_id"] = campaign.id
     sql = engine.statement(_CAMPAIGN_SELECT.format(sums=engine.credit_sums(tuple(models))))
     rows = await fetch_binary(session, sql, params)
@@ -345,7 +346,7 @@ async def credit_by_campaign(
 ) -> dict[tuple[uuid.UUID, Model], tuple[float, float]]:
     """(credited conversions, credited revenue in any currency) per (touch campaign, model) for every
     campaign of the tenant (or of the sponsor ``groups``), in one statement."""
-    params = _params(tenant_id, options, groups, await _max_lookback(session, groups))
+    params = statement_params(tenant_id, options, groups, await max_lookback(session, groups))
     sql = engine.statement(_ALL_SELECT.format(sums=engine.credit_sums(tuple(models))))
     found: dict[tuple[uuid.UUID, Model], tuple[float, float]] = {}
     for row in await fetch_binary(session, sql, params):
