@@ -32,6 +32,7 @@ from castmetrics.measurement.recorder import Recorder
 from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
 from castmetrics.preferences import router as preferences_router
+from castmetrics.reports import router as reports_router
 from castmetrics.sponsorship import router as sponsorship_router
 from castmetrics.tenancy import router as tenancy_router
 from castmetrics.web import router as web_router
@@ -143,6 +144,7 @@ def create_app(
     app.include_router(platform_router.router)
     app.include_router(preferences_router.router)
     app.include_router(sponsorship_router.router)
+    app.include_router(reports_router.router)
     app.include_router(events_router.router)
     app.include_router(analytics_router.router)
     app.include_router(attribution_router.router)

@@ -20,16 +20,18 @@ from castmetrics.db import urls
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 HALF_LIFE = timedelta(days=7)
+LOOKBACK = timedelta(days=30)
 CAMPAIGN = uuid.UUID(int=1)
 GROUP = uuid.UUID(int=2)
 
 PAIRS = """
     pair_src AS (
         SELECT * FROM unnest(
-            CAST(%(conv_ids)s AS uuid[]), CAST(%(conv_ats)s AS timestamptz[]), CAST(%(revenues)s AS float8[]),
+            CAST(%(conv_ids)s AS uuid[]), CAST(%(conv_ats)s AS timestamptz[]), CAST(%(sinces)s AS timestamptz[]),
+            CAST(%(revenues)s AS float8[]),
             CAST(%(currencies)s AS text[]), CAST(%(touch_ids)s AS uuid[]), CAST(%(touch_ats)s AS timestamptz[]),
             CAST(%(campaigns)s AS uuid[]), CAST(%(episodes)s AS uuid[])
-        ) AS p(conv_id, conv_at, revenue, currency, touch_id, touch_at, campaign_id, episode_id)
+        ) AS p(conv_id, conv_at, since, revenue, currency, touch_id, touch_at, campaign_id, episode_id)
     )"""
 SELECT = f"SELECT conv_id, touch_id, {', '.join(MODELS)} FROM credited ORDER BY conv_id, r"
 
@@ -59,11 +61,11 @@ def _pairs(
     for n, (touches, offset, revenue) in enumerate(batch):
         conv_id, at = uuid.UUID(int=1000 + n), BASE + timedelta(seconds=offset)
         made = [reference.Touch(tid, at - timedelta(seconds=age), "l", GROUP, CAMPAIGN) for age, tid in touches]
-        cases.append((reference.Conversion(conv_id, at, "l", GROUP, revenue, timedelta(days=30)), made))
+        cases.append((reference.Conversion(conv_id, at, "l", GROUP, revenue, LOOKBACK), made))
         for touch in made:
             for key, value in (
-                ("conv_ids", conv_id), ("conv_ats", at), ("revenues", revenue), ("currencies", "USD"),
-                ("touch_ids", touch.id), ("touch_ats", touch.at), ("campaigns", CAMPAIGN), ("episodes", None),
+                ("conv_ids", conv_id), ("conv_ats", at), ("sinces", at - LOOKBACK), ("revenues", revenue),
+                ("currencies", "USD"), ("touch_ids", touch.id), ("touch_ats", touch.at), ("campaigns", CAMPAIGN), ("episodes", None),
             ):  # fmt: skip
                 params[key].append(value)
     return params, cases

@@ -1,4 +1,5 @@
-"""Attribution routes: one campaign under one model, and all five models side by side."""
+"""Attribution routes: one campaign under one model, all five models side by side, and the podcasts
+that match a sponsor."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from castmetrics.attribution import service
+from castmetrics.attribution import matching, service
+from castmetrics.attribution.matching_schemas import MatchesOut
 from castmetrics.attribution.schemas import AttributionOut, CompareOut, Model
 from castmetrics.errors import Invalid
 from castmetrics.http.auth import requires
@@ -23,7 +25,12 @@ LookbackDays = Annotated[
 ]
 HalfLifeDays = Annotated[
     float,
-    Query(ge=1 / 24, le=365, description="Half-life of the time_decay model, in days (default 7)."),
+    Query(
+        ge=0.5,
+        le=365,
+        description="Half-life of the time_decay model, in days (default 7; at least half a day, so a "
+        "365-day lookback spans at most 730 half-lives).",
+    ),
 ]
 From = Annotated[
     str | None, Query(alias="from", max_length=40, description="Conversions from: a date or a zoned datetime.")
@@ -76,3 +83,28 @@ async def compare(
 ) -> CompareOut:
     campaign = await sponsorship.get_campaign(principal.session, campaign_id)
     return await service.compare(principal.session, campaign, options(lookback_days, half_life_days, start, to))
+
+
+SponsorReader = Annotated[Principal, requires("sponsors", "read")]
+
+
+@router.get(
+    "/sponsors/{sponsor_id}/matches",
+    response_model=MatchesOut,
+    summary="The tenant's podcasts ranked for a sponsor, with each component of the score",
+)
+async def sponsor_matches(
+    sponsor_id: uuid.UUID,
+    principal: SponsorReader,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many podcasts to list (default 20).")] = (
+        matching.DEFAULT_LIMIT
+    ),
+    weeks: Annotated[
+        int, Query(ge=1, le=26, description="Weeks of inventory counted, from tomorrow (UTC; default 4).")
+    ] = matching.DEFAULT_WEEKS,
+) -> MatchesOut:
+    """Every podcast of the tenant scored for the sponsor: `score` = 0.35·audience + 0.20·listen_through +
+    0.30·conversion_rate + 0.15·inventory, each component in 0..1 with its raw numbers (docs/api.md,
+    "Sponsor matching"). Best first; ties by podcast name."""
+    sponsor = await sponsorship.get_sponsor(principal.session, sponsor_id)
+    return await matching.matches(principal.session, sponsor, limit=limit, weeks=weeks)

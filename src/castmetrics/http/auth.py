@@ -48,6 +48,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/admin/login"),
         ("GET", "/v1/email-preferences/unsubscribe"),
         ("POST", "/v1/email-preferences/unsubscribe"),
+        ("GET", "/v1/reports/{token}"),  # a signed, expiring sponsor-report link
     }
 )
 AUTHENTICATED = "authenticated"

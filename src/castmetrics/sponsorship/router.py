@@ -15,7 +15,7 @@ from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.timerange import parse_bound
 from castmetrics.identity.service import Principal
 from castmetrics.measurement import service as measurement
-from castmetrics.sponsorship import service
+from castmetrics.sponsorship import pacing, service
 from castmetrics.sponsorship.models import Booking, Campaign
 from castmetrics.sponsorship.schemas import (
     BookingIn,
@@ -26,6 +26,7 @@ from castmetrics.sponsorship.schemas import (
     CampaignEpisodeOut,
     CampaignIn,
     CampaignOut,
+    CampaignPacingOut,
     CampaignUpdate,
     SponsorIn,
     SponsorOut,
@@ -239,6 +240,20 @@ async def campaign_episodes(
     await service.get_campaign(principal.session, campaign_id)
     items, next_cursor = await service.campaign_episodes(principal.session, campaign_id, limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/campaigns/{campaign_id}/pacing", response_model=CampaignPacingOut, summary="Delivery pacing")
+async def campaign_pacing(
+    campaign_id: uuid.UUID, principal: Annotated[Principal, requires("campaigns", "read")]
+) -> CampaignPacingOut:
+    """Booked against delivered impressions of each live (not cancelled) booking and of the campaign,
+    now: `elapsed` share of the flight (UTC days, inclusive), `expected_to_date` = round(booked ×
+    elapsed), `projected` at the current pace, `pace` = delivered / expected and `status` (`ahead`
+    above 110%, `behind` under 90%, else `on_track`; never `behind` in a flight's first 24 hours), with
+    the spend so far (CPM on delivered impressions up to the booked ones, a flat fee earned evenly over
+    the flight) in the bookings' currency."""
+    campaign = await service.get_campaign(principal.session, campaign_id)
+    return await pacing.campaign_pacing(principal.session, campaign)
 
 
 # --- bookings ------------------------------------------------------------------------------------

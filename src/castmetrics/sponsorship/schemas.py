@@ -49,6 +49,13 @@ RateMinor = Annotated[
     int, Field(ge=0, le=MAX_AMOUNT, description="The rate in integer minor units of `currency` (cents for USD).")
 ]
 Impressions = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+LookbackDays = Annotated[
+    int,
+    Field(
+        ge=1, le=365,
+        description="How many days before a conversion its touchpoints count (DESIGN.md Attribution).",
+    ),
+]  # fmt: skip
 
 
 def _iso_currency(code: str) -> str:
@@ -108,6 +115,7 @@ class CampaignIn(Strict):
     start_date: date | None = None
     end_date: date | None = None
     description: Text | None = None
+    lookback_days: LookbackDays = 30
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> CampaignIn:
@@ -123,6 +131,7 @@ class CampaignUpdate(Strict):
     start_date: date | None = None
     end_date: date | None = None
     description: Text | None = None
+    lookback_days: LookbackDays | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -147,6 +156,7 @@ class CampaignOut(BaseModel):
     end_date: date | None
     stage: Stage
     stage_changed_at: datetime
+    lookback_days: int
     created_at: datetime
     updated_at: datetime
     next_stages: list[Stage] = Field(default_factory=list, description="The stages a transition may go to now.")
@@ -264,3 +274,68 @@ class CampaignEpisodeOut(BaseModel):
     flight_start: date
     flight_end: date
     status: BookingStatus
+
+
+# --- pacing --------------------------------------------------------------------------------------
+
+PacingStatus = Literal["ahead", "on_track", "behind"]
+PacingPhase = Literal["upcoming", "in_flight", "ended"]
+
+
+class BookingPacing(BaseModel):
+    """One live booking's delivery against its even-delivery plan (docs/api.md "Pacing")."""
+
+    booking_id: uuid.UUID
+    podcast_id: uuid.UUID
+    episode_id: uuid.UUID | None = Field(description="Null for a run-of-show booking (every episode of the podcast).")
+    placement: Placement
+    pricing_model: PricingModel
+    currency: str = Field(description="The booking's ISO 4217 currency: the currency of its spend.")
+    flight_start: date = Field(description="First UTC day of the flight.")
+    flight_end: date = Field(description="Last UTC day of the flight (inclusive).")
+    phase: PacingPhase = Field(description="`upcoming` before the flight, `in_flight` during it, `ended` after it.")
+    elapsed: float = Field(
+        ge=0, le=1,
+        description="Fraction of the flight's time (00:00 UTC of the first day to 24:00 UTC of the last) passed at "
+        "`as_of`; continuous, so a day under way counts partially.",
+    )  # fmt: skip
+    booked: int = Field(description="Booked impressions.")
+    delivered: int = Field(description="IAB downloads of the booked episode (or podcast) inside the flight so far.")
+    expected_to_date: int = Field(description="round(booked × elapsed): what even delivery over the flight gives.")
+    projected: int = Field(
+        description="Delivery at the flight's end at the current pace: round(delivered / elapsed) in flight (0 at "
+        "its very start), `delivered` once ended, 0 before it."
+    )
+    pace: float | None = Field(description="delivered / expected_to_date; null while expected_to_date is 0.")
+    status: PacingStatus = Field(
+        description="`ahead` above 110% of expected, `behind` under 90%, else `on_track`; never `behind` in the "
+        "flight's first 24 hours, and `on_track` before the flight."
+    )
+    spend_to_date: float = Field(
+        description="Spend so far in major units of `currency`: CPM rate × min(delivered, booked) / 1000, or the flat "
+        "fee × elapsed. Exact, so a CPM share may hold a fraction of a minor unit."
+    )
+    spend_to_date_minor: int = Field(description="`spend_to_date` in integer minor units, rounded half up.")
+
+
+class CampaignPacingOut(BaseModel):
+    """A campaign's delivery pacing: each live (not cancelled) booking and the totals over them."""
+
+    campaign_id: uuid.UUID
+    as_of: datetime = Field(description="The instant the pacing was computed at.")
+    currency: str | None = Field(
+        description="The bookings' currency; when they use several, the most common one (the spend totals are then "
+        "over that currency's bookings only). Null when the campaign has no live booking."
+    )
+    mixed_currencies: bool = Field(description="True when the live bookings use more than one currency.")
+    booked: int = Field(description="Sum of the bookings' booked impressions.")
+    delivered: int = Field(description="Sum of the bookings' delivered impressions.")
+    expected_to_date: int = Field(description="Sum of the bookings' expected impressions to date.")
+    projected: int = Field(description="Sum of the bookings' projected impressions.")
+    pace: float | None = Field(description="delivered / expected_to_date over the sums; null when expected is 0.")
+    status: PacingStatus = Field(
+        description="The thresholds of a booking's status (110% / 90%) applied to the sums, whatever the phases."
+    )
+    spend_to_date: float = Field(description="Sum of the bookings' spend in `currency`, in major units.")
+    spend_to_date_minor: int = Field(description="`spend_to_date` in integer minor units, rounded half up.")
+    bookings: list[BookingPacing] = Field(description="Each live booking, by flight start.")
