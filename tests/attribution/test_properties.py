@@ -65,7 +65,8 @@ def _pairs(
         for touch in made:
             for key, value in (
                 ("conv_ids", conv_id), ("conv_ats", at), ("sinces", at - LOOKBACK), ("revenues", revenue),
-                ("currencies", "USD"), ("touch_ids", touch.id), ("touch_ats", touch.at), ("campaigns", CAMPAIGN), ("episodes", None),
+                ("currencies", "USD"), ("touch_ids", touch.id), ("touch_ats", touch.at), ("campaigns", CAMPAIGN),
+                ("episodes", None),
             ):  # fmt: skip
                 params[key].append(value)
     return params, cases
