@@ -157,6 +157,12 @@ def _seed_demo(
                 typer.echo(result.describe())
                 for error in result.errors:
                     typer.echo(f"  refused: {error}", err=True)
+            # The campaigns' delivery (pacing sizes, impressions, clicks, conversions) follows the listening.
+            delivery = summary.delivery
+            if count and delivery is None:
+                delivery = await demo.seed_campaign_delivery(runtime, summary.tenant.id, settings)
+            if delivery is not None:
+                typer.echo(delivery.describe())
             return summary
         finally:
             await runtime.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, text
@@ -13,6 +14,8 @@ from castmetrics.audit.service import Actor
 from castmetrics.catalog import service as catalog
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
+from castmetrics.demo import attribution as demo_attribution
+from castmetrics.demo import listening
 from castmetrics.identity import service as identity
 from castmetrics.identity.models import User
 from castmetrics.identity.permissions import DEFAULT_ROLES
@@ -28,10 +31,26 @@ DEMO_EMAIL_DOMAIN = "demo.example.com"
 
 
 @dataclass
+class CampaignDelivery:
+    """What ``seed_campaign_delivery`` did: running bookings booked against their downloads, and the
+    attribution events written."""
+
+    bookings_sized: int
+    attribution: demo_attribution.AttributionResult
+
+    def describe(self) -> str:
+        return (
+            f"Pacing: {self.bookings_sized} running bookings booked against their downloads\n"
+            + self.attribution.describe()
+        )
+
+
+@dataclass
 class DemoSummary:
     tenant: Tenant
     created: bool
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (role, email, password)
+    delivery: CampaignDelivery | None = None  # when ``seed`` found listening without attribution
 
 
 async def _bring_shows_up_to_date(session: AsyncSession, tenant_id: uuid.UUID) -> None:
@@ -53,11 +72,26 @@ async def _bring_shows_up_to_date(session: AsyncSession, tenant_id: uuid.UUID) -
     )
 
 
+async def seed_campaign_delivery(
+    db: Database, tenant_id: uuid.UUID, settings: Settings, *, now: datetime | None = None
+) -> CampaignDelivery:
+    """What the demo's campaigns delivered, once its listening and downloads exist (after
+    ``demo.listening.generate``): the running bookings booked against the downloads they got, so that
+    pacing shows some ahead and some behind (``sponsorship.size_demo_bookings``), then the impressions,
+    clicks and conversions of the ads the listening heard (``demo.attribution``). Safe to run any
+    number of times: a re-run sizes nothing again and stores no event twice."""
+    async with db.tenant_transaction(tenant_id) as session:
+        sized = await sponsorship.size_demo_bookings(session, DEMO_ACTOR, now=now)
+    written = await demo_attribution.generate(db, tenant_id, retention_days=settings.event_retention_days, now=now)
+    return CampaignDelivery(sized, written)
+
+
 async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
     """Create the demo tenant (pro tier) with an owner and one user per default role, and three real
-    podcasts with their episodes, unless they exist; safe to run any number of times. Only the slug
-    lookup uses the owner (it crosses tenants); everything else runs as the runtime role acting for
-    the demo tenant."""
+    podcasts with their episodes, and its sponsorship book, unless they exist; safe to run any number
+    of times. A demo seeded before its campaigns had attribution (listening, no attribution event) gets
+    its campaign delivery here (``seed_campaign_delivery``). Only the slug lookup uses the owner (it
+    crosses tenants); everything else runs as the runtime role acting for the demo tenant."""
     async with owner.transaction() as session:
         existing = await session.scalar(select(Tenant.id).where(Tenant.slug == DEMO_SLUG))
     tenant_id = existing or uuid.uuid4()
@@ -86,4 +120,11 @@ async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSu
         if existing is None:
             await _bring_shows_up_to_date(session, tenant_id)
         await sponsorship.seed_demo(session, tenant, DEMO_ACTOR)
-    return DemoSummary(tenant=tenant, created=existing is None, logins=logins)
+    summary = DemoSummary(tenant=tenant, created=existing is None, logins=logins)
+    if (
+        existing is not None
+        and await listening.has_listening(runtime, tenant_id)
+        and not await demo_attribution.has_attribution(runtime, tenant_id)
+    ):
+        summary.delivery = await seed_campaign_delivery(runtime, tenant_id, settings)
+    return summary

@@ -18,6 +18,7 @@ from castmetrics.catalog.models import Episode, Podcast
 from castmetrics.db.pagination import keyset_page
 from castmetrics.db.search import contains
 from castmetrics.errors import Conflict, Invalid, NotFound
+from castmetrics.measurement import service as measurement
 from castmetrics.outbox import service as outbox
 from castmetrics.sponsorship.models import Booking, Campaign, CampaignStageChange, Sponsor
 from castmetrics.sponsorship.schemas import (
@@ -34,7 +35,7 @@ from castmetrics.sponsorship.schemas import (
 from castmetrics.tenancy.models import Tenant
 
 SPONSOR_FIELDS = ("name", "website_url", "logo_url")
-CAMPAIGN_FIELDS = ("name", "sponsor_id", "description", "start_date", "end_date")
+CAMPAIGN_FIELDS = ("name", "sponsor_id", "description", "start_date", "end_date", "lookback_days")
 BOOKING_FIELDS = (
     "podcast_id", "episode_id", "placement", "ad_format", "pricing_model", "rate_minor", "currency",
     "booked_impressions", "flight_start", "flight_end", "status", "promo_code", "vanity_url", "make_good_of",
@@ -242,8 +243,9 @@ async def update_campaign(session: AsyncSession, actor: Actor, campaign: Campaig
     live booking's flight (422 naming how many would fall outside)."""
     before = audit.snapshot(campaign, CAMPAIGN_FIELDS)
     changes = data.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] is None:
-        raise Invalid("name cannot be null", field="name")
+    for field in ("name", "lookback_days"):
+        if field in changes and changes[field] is None:
+            raise Invalid(f"{field} cannot be null", field=field)
     if changes.get("sponsor_id") is not None:
         await get_sponsor(session, changes["sponsor_id"])
     start = changes.get("start_date", campaign.start_date)
@@ -610,11 +612,14 @@ async def seed_demo(session: AsyncSession, tenant: Tenant, actor: Actor) -> None
             },
         )  # fmt: skip
     ]
-    # (name, sponsor, days from today to start and end, the stages it went through, with reasons)
+    # (name, sponsor, days from today to start and end, the stages it went through, with reasons).
+    # Brightline's two campaigns overlap for the last two weeks: for the demo's attribution the host
+    # reads that started first are its awareness campaign and the holiday push its direct response
+    # (whose ads mostly play later in an episode), so the attribution models tell different stories.
     plans: list[tuple[str, Sponsor | None, int, int, list[tuple[str, str | None]]]] = [
-        ("Spring launch (draft)", sponsors[0], 30, 90, []),
-        ("Always-on host reads", sponsors[1], -20, 40, [("active", "IO signed")]),
-        ("Holiday push", sponsors[0], -30, 30, [("active", "IO signed"), ("paused", "creative under review")]),
+        ("Spring launch (draft)", sponsors[1], 30, 90, []),
+        ("Always-on host reads", sponsors[0], -45, 45, [("active", "IO signed")]),
+        ("Holiday push", sponsors[0], -15, 30, [("active", "IO signed"), ("paused", "creative under review")]),
         ("Back to school", sponsors[2], -120, -30, [("active", None), ("completed", "flight delivered")]),
         ("Podcast pilot", None, -60, 0, [("active", None), ("paused", "budget hold"), ("cancelled", "budget cut")]),
     ]
@@ -663,3 +668,57 @@ async def seed_demo(session: AsyncSession, tenant: Tenant, actor: Actor) -> None
             )  # fmt: skip
         for stage, reason in stages:
             await transition(session, actor, campaign, stage, reason)
+
+
+# Pace against even delivery the demo's running bookings are booked for, by their rank in delivered
+# downloads within their campaign: clearly ahead, clearly behind, on track (pacing's thresholds are
+# ±10 %; booking in round figures moves a pace by at most 5 %).
+DEMO_PACES = (1.6, 0.55, 1.0)
+
+
+def _round_figure(value: float) -> int:
+    """``value`` to two significant digits, as an IO books impressions (12,345 → 12,000), at least 1."""
+    if value < 1:
+        return 1
+    step = int(10 ** max(0, len(str(int(value))) - 2))
+    return max(1, round(value / step) * step)
+
+
+async def size_demo_bookings(session: AsyncSession, actor: Actor, *, now: datetime | None = None) -> int:
+    """Book the demo's running campaigns (active or paused) against the downloads the demo listening
+    delivered, so that their pacing tells a story: in each campaign the in-flight booking that delivered
+    most is ahead of even delivery, the next behind, the next on track (``DEMO_PACES``). Only bookings
+    never changed since they were seeded (``updated_at = created_at``) that have downloads in their
+    flight are sized, through ``update_booking``; so running it again changes nothing, and a booking
+    someone edited keeps their figures. Answers how many were sized."""
+    moment = now or datetime.now(UTC)
+    today = moment.astimezone(UTC).date()
+    rows = await session.execute(
+        select(Booking, Campaign)
+        .join(Campaign, and_(Campaign.tenant_id == Booking.tenant_id, Campaign.id == Booking.campaign_id))
+        .where(
+            Campaign.stage.in_(("active", "paused")),
+            Booking.status != CANCELLED,
+            Booking.flight_start <= today,
+            Booking.flight_end >= today,
+            Booking.updated_at == Booking.created_at,
+        )
+        .order_by(Campaign.id, Booking.id)
+    )
+    found = [(booking, campaign) for booking, campaign in rows]
+    delivered = await measurement.delivered_impressions(session, [booking for booking, _ in found])
+    by_campaign: dict[uuid.UUID, list[tuple[Booking, Campaign]]] = {}
+    for booking, campaign in found:
+        if delivered.get(booking.id, 0) > 0:
+            by_campaign.setdefault(campaign.id, []).append((booking, campaign))
+    sized = 0
+    for bookings in by_campaign.values():
+        bookings.sort(key=lambda pair: (-delivered[pair[0].id], str(pair[0].id)))
+        for rank, (booking, campaign) in enumerate(bookings):
+            start = datetime.combine(booking.flight_start, datetime.min.time(), UTC)
+            flight = datetime.combine(booking.flight_end + timedelta(days=1), datetime.min.time(), UTC) - start
+            elapsed = min(1.0, max((moment - start) / flight, 0.001))  # the flight's share passed, as pacing counts
+            booked = _round_figure(delivered[booking.id] / (elapsed * DEMO_PACES[rank % len(DEMO_PACES)]))
+            await update_booking(session, actor, campaign, booking, BookingUpdate(booked_impressions=booked))
+            sized += 1
+    return sized
