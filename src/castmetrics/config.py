@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     smtp_url: str | None = None  # smtp://user:password@host:587 (STARTTLS) or smtps://host:465
     # Feed fetching: private, loopback and link-local addresses are refused unless allowed (on-premise).
     allow_private_fetch: bool = False
+    # Workflow webhooks: the same refusal for a step's URL unless allowed (receivers on your own network).
+    allow_private_webhooks: bool = False
     feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500
@@ -70,6 +72,13 @@ class Settings(BaseSettings):
     # Seconds an analytics answer is reused (0 turns the cache off); a new batch of data always misses.
     analytics_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     analytics_cache_entries: int = Field(default=4096, ge=0, le=1_000_000)
+    # Workflows: how long a worker holds an execution before another may take it over (a dead worker's
+    # executions resume after this), the first retry's delay (doubling, with jitter), and how many due
+    # executions a dispatch round hands to the queue, in all and per tenant.
+    workflow_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    workflow_retry_base_seconds: float = Field(default=2.0, ge=0, le=600)
+    workflow_dispatch_batch: int = Field(default=500, ge=1, le=10_000)
+    workflow_dispatch_per_tenant: int = Field(default=200, ge=1, le=10_000)
 
 
 DEV_SECRET_KEY = "dev-insecure-change-me"

@@ -165,6 +165,15 @@ async def resolve_host(host: str) -> list[str]:
     return addresses
 
 
+def pinned_transport(
+    host: str, addresses: Sequence[str], ssl_context: ssl.SSLContext | None = None
+) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose connections to ``host`` go to ``addresses`` (already checked), never
+    to a new lookup of the name: the DNS-rebinding guard of ``fetch_feed`` for other user-supplied
+    URLs (workflow webhooks). ``host`` is the URL's ``raw_host``; any other host is refused."""
+    return _PinnedTransport(_PinnedBackend(host, addresses), ssl_context or _default_ssl_context())
+
+
 async def _fetch(
     url: str,
     *,
@@ -357,7 +366,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("feeds are not fetched over unix sockets")
+        raise httpcore.ConnectError("user-supplied URLs are not fetched over unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
@@ -373,4 +382,4 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-__all__ = ["FeedFetchError", "FetchResult", "fetch_feed", "is_public_address", "resolve_host"]
+__all__ = ["FeedFetchError", "FetchResult", "fetch_feed", "is_public_address", "pinned_transport", "resolve_host"]

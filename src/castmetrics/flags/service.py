@@ -135,8 +135,12 @@ async def _override(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> b
 
 async def set_override(session: AsyncSession, principal: Principal, name: str, enabled: bool) -> bool:
     """Set the tenant's own value of a flag; answers the effective value (the override)."""
+    return await set_override_for(session, principal.tenant.id, principal.actor, name, enabled)
+
+
+async def set_override_for(session: AsyncSession, tenant_id: uuid.UUID, actor: Actor, name: str, enabled: bool) -> bool:
+    """``set_override`` for an actor that is not a request's principal (a workflow step, a job)."""
     await get_flag(session, name)
-    tenant_id = principal.tenant.id
     before = await _override(session, tenant_id, name)
     await session.execute(
         insert(TenantFeatureFlag)
@@ -149,7 +153,7 @@ async def set_override(session: AsyncSession, principal: Principal, name: str, e
     _changed(session, tenant_id)
     if before != enabled:
         await audit.record(
-            session, tenant_id=tenant_id, actor=principal.actor, action="update", entity_type="feature_flag",
+            session, tenant_id=tenant_id, actor=actor, action="update", entity_type="feature_flag",
             entity_id=name, before={"override": before}, after={"override": enabled},
         )  # fmt: skip
     return enabled

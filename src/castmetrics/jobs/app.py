@@ -20,7 +20,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Each domain with background work exposes ``blueprint`` in its tasks module.
-DOMAINS_WITH_TASKS = ("jobs", "outbox", "mail", "catalog", "events", "sponsorship")
+DOMAINS_WITH_TASKS = ("jobs", "outbox", "mail", "catalog", "events", "sponsorship", "workflows")
 
 
 def _queue() -> procrastinate.App:

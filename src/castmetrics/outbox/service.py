@@ -42,16 +42,22 @@ _CLAIM_PENDING = text(
         FOR UPDATE SKIP LOCKED
     ) AS pending
     WHERE o.tenant_id = pending.tenant_id AND o.id = pending.id
-    RETURNING o.id, o.tenant_id, o.event_type, o.created_at
+    RETURNING o.id, o.tenant_id, o.event_type, o.payload, o.created_at
     """
 )
 
 
 async def publish_pending(session: AsyncSession, batch: int = 500) -> int:
-    """Mark up to ``batch`` of the current tenant's events published and NOTIFY each on ``CHANNEL``.
+    """Mark up to ``batch`` of the current tenant's events published and NOTIFY each on ``CHANNEL``."""
+    return len(await publish_pending_events(session, batch))
+
+
+async def publish_pending_events(session: AsyncSession, batch: int = 500) -> list[Any]:
+    """``publish_pending``, answering the published rows (id, tenant_id, event_type, payload, created_at).
 
     Runs in a tenant transaction: RLS limits it to that tenant. NOTIFY is delivered on commit, so
-    listeners never hear of an event whose publication rolled back.
+    listeners never hear of an event whose publication rolled back; consumers called with the rows in
+    the same transaction (workflows) see each event exactly when it is published.
     """
     rows = (await session.execute(_CLAIM_PENDING, {"batch": batch})).all()
     for row in rows:
@@ -64,4 +70,4 @@ async def publish_pending(session: AsyncSession, batch: int = 500) -> int:
             }
         )
         await session.execute(text("SELECT pg_notify(:channel, :message)"), {"channel": CHANNEL, "message": message})
-    return len(rows)
+    return list(rows)

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
+
 import procrastinate
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.db.session import Database
 from castmetrics.jobs.app import database_of, run_in_tenant
 from castmetrics.observability import JOBS_PUBLISHED
 from castmetrics.outbox import service
+from castmetrics.workflows import engine as workflows
 
 log = structlog.get_logger(__name__)
 blueprint = procrastinate.Blueprint()
 
 PUBLISH_BATCH = 500
+
+
+async def publish_and_dispatch(session: AsyncSession, tenant_id: uuid.UUID, batch: int) -> int:
+    """Publish the tenant's pending events and start the workflows they trigger, in one transaction."""
+    rows = await service.publish_pending_events(session, batch)
+    events = [workflows.PublishedEvent(row.id, row.event_type, row.payload or {}) for row in rows]
+    await workflows.dispatch_events(session, tenant_id, events)
+    return len(rows)
 
 
 async def publish_all(db: Database, batch: int = PUBLISH_BATCH) -> int:
@@ -22,7 +34,7 @@ async def publish_all(db: Database, batch: int = PUBLISH_BATCH) -> int:
         tenants = await service.pending_tenants(session)
     total = 0
     for tenant_id in tenants:
-        published = await run_in_tenant(db, str(tenant_id), service.publish_pending, batch)
+        published = await run_in_tenant(db, str(tenant_id), publish_and_dispatch, tenant_id, batch)
         if published:
             log.info("outbox.published", count=published, tenant_id=str(tenant_id))
         total += published

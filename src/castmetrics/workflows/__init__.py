@@ -1,0 +1,1 @@
+"""Workflows: steps run in order when a domain event happens, retried, durable, tenant-scoped."""
