@@ -6,37 +6,22 @@ from typing import Any
 
 import procrastinate
 import structlog
-from sqlalchemy import text
 
-from castmetrics.config import Settings
-from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
 from castmetrics.events import partitions, rollups
-from castmetrics.jobs.app import database_of, run_in_tenant
+from castmetrics.jobs.app import database_of, for_each_tenant, settings_of
 
 log = structlog.get_logger(__name__)
 blueprint = procrastinate.Blueprint()
 
 
-def _settings(context: procrastinate.JobContext) -> Settings:
-    settings = context.additional_context.get("settings")
-    return settings if isinstance(settings, Settings) else Settings()
-
-
 async def refresh_all(db: Database) -> int:
     """Refresh the rollups of every tenant with pending invalidations; answers the days recomputed."""
-    async with db.transaction() as session:
-        tenants = list((await session.execute(text("SELECT rollup_pending_tenants()"))).scalars())
-    total = 0
-    for tenant_id in tenants:
-        try:
-            total += await run_in_tenant(db, str(tenant_id), rollups.refresh, tenant_id)
-        except Exception as exc:  # one tenant's failure must not hold up the others
-            if is_connection_error(exc):
-                raise
-            log.exception("rollups.refresh_failed", tenant_id=str(tenant_id))
+    total, tenants = await for_each_tenant(
+        db, "SELECT rollup_pending_tenants()", rollups.refresh, failure_event="rollups.refresh_failed"
+    )
     if total:
-        log.info("rollups.refreshed", days=total, tenants=len(tenants))
+        log.info("rollups.refreshed", days=total, tenants=tenants)
     return total
 
 
@@ -46,7 +31,7 @@ async def refresh_all(db: Database) -> int:
 @blueprint.task(name="maintain_partitions", pass_context=True, queueing_lock="events.partitions", retry=3)
 async def maintain_partitions(context: procrastinate.JobContext, timestamp: int) -> dict[str, Any]:
     """Periodic job: partitions from yesterday to a week ahead; partitions past the retention dropped."""
-    return await partitions.maintain(database_of(context), _settings(context).event_retention_days)
+    return await partitions.maintain(database_of(context), settings_of(context).event_retention_days)
 
 
 @blueprint.periodic(cron="* * * * * */5")

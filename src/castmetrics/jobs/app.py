@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import procrastinate
 import psycopg_pool
 import structlog
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.config import Settings
 from castmetrics.db import urls
+from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
 
 P = ParamSpec("P")
@@ -61,6 +65,35 @@ async def opened(runtime_url: str, max_size: int = 4) -> AsyncIterator[procrasti
             yield app
     finally:
         await pool.close()
+
+
+def settings_of(context: procrastinate.JobContext) -> Settings:
+    """The settings the worker was started with (the environment's when it was started without)."""
+    settings = context.additional_context.get("settings")
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+async def for_each_tenant(
+    db: Database,
+    tenants_sql: str,
+    fn: Callable[[AsyncSession, uuid.UUID], Awaitable[int]],
+    *,
+    failure_event: str,
+) -> tuple[int, int]:
+    """Run ``fn(session, tenant_id)`` for each tenant id that ``tenants_sql`` (a narrow SECURITY DEFINER
+    function) answers, each in its own tenant transaction; one tenant's failure is logged and does not
+    hold up the others (a lost database connection stops the round). Answers (sum of results, tenants)."""
+    async with db.transaction() as session:
+        tenants = list((await session.execute(text(tenants_sql))).scalars())
+    total = 0
+    for tenant_id in tenants:
+        try:
+            total += await run_in_tenant(db, str(tenant_id), fn, tenant_id)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            structlog.get_logger(__name__).exception(failure_event, tenant_id=str(tenant_id))
+    return total, len(tenants)
 
 
 def database_of(context: procrastinate.JobContext) -> Database:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import procrastinate
 import structlog
-from sqlalchemy import text
 
-from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
-from castmetrics.jobs.app import database_of, run_in_tenant
+from castmetrics.jobs.app import database_of, for_each_tenant
 from castmetrics.sponsorship import pacing
 
 log = structlog.get_logger(__name__)
@@ -18,18 +16,11 @@ blueprint = procrastinate.Blueprint()
 async def check_all_tenants(db: Database) -> int:
     """Run the pacing check for every tenant with an unflagged live booking flying now (or ended
     yesterday), each in its own tenant transaction; answers how many bookings were announced behind."""
-    async with db.transaction() as session:
-        tenants = list((await session.execute(text("SELECT pacing_tenants()"))).scalars())
-    total = 0
-    for tenant_id in tenants:
-        try:
-            total += await run_in_tenant(db, str(tenant_id), pacing.check_pacing, tenant_id)
-        except Exception as exc:  # one tenant's failure must not hold up the others
-            if is_connection_error(exc):
-                raise
-            log.exception("pacing.check_failed", tenant_id=str(tenant_id))
+    total, tenants = await for_each_tenant(
+        db, "SELECT pacing_tenants()", pacing.check_pacing, failure_event="pacing.check_failed"
+    )
     if total:
-        log.info("pacing.behind_announced", bookings=total, tenants=len(tenants))
+        log.info("pacing.behind_announced", bookings=total, tenants=tenants)
     return total
 
 

@@ -12,16 +12,11 @@ from procrastinate import types
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.jobs.app import database_of
+from castmetrics.jobs.app import database_of, settings_of
 from castmetrics.workflows import engine
 
 log = structlog.get_logger(__name__)
 blueprint = procrastinate.Blueprint()
-
-
-def _settings(context: procrastinate.JobContext) -> Settings:
-    settings = context.additional_context.get("settings")
-    return settings if isinstance(settings, Settings) else Settings()
 
 
 # A job runs up to this many executions of one tenant side by side: the queue's own bookkeeping
@@ -36,7 +31,7 @@ async def run(context: procrastinate.JobContext, *, tenant_id: str, executions: 
     """Run claimed executions of one tenant (``[execution_id, claim]`` pairs), concurrently, each until it
     finishes or parks. Retries are the engine's, not the queue's: a crash leaves the leases to run out,
     and the dispatcher hands the executions to another worker."""
-    db, settings = database_of(context), _settings(context)
+    db, settings = database_of(context), settings_of(context)
     tenant = uuid.UUID(tenant_id)
     claims = [engine.Claimed(tenant, uuid.UUID(execution_id), uuid.UUID(claim)) for execution_id, claim in executions]
     slots = asyncio.Semaphore(JOB_PARALLELISM)
@@ -95,7 +90,7 @@ async def dispatch_once(db: Database, settings: Settings) -> int:
 async def dispatch(context: procrastinate.JobContext, timestamp: int) -> int:
     """Periodic job (every second): dispatch, and again every 0.2 s for most of the second while
     there is work, so a busy queue is refilled as it drains."""
-    db, settings = database_of(context), _settings(context)
+    db, settings = database_of(context), settings_of(context)
     deadline = time.monotonic() + DISPATCH_FOR
     total = 0
     while True:
