@@ -134,7 +134,7 @@ async def test_patch_refuses_nulls_unknown_fields_and_bad_steps(make_team, clien
     bad_step = await client.patch(
         path, json={"steps": [*FLAG_STEPS, {"type": "delay", "seconds": 0}]}, headers=team.auth("admin")
     )
-    assert bad_step.status_code == 422
+    assert bad_step.status_code == 400
     assert bad_step.json()["detail"].startswith("steps[2] (delay): seconds: ")
     # nothing changed
     assert (await client.get(path, headers=team.auth("admin"))).json()["steps"] == workflow["steps"]
@@ -143,14 +143,14 @@ async def test_patch_refuses_nulls_unknown_fields_and_bad_steps(make_team, clien
 # --- validation points at the bad step -----------------------------------------------------------
 
 
-async def test_a_bad_step_is_a_422_naming_the_step(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+async def test_a_bad_step_is_a_400_naming_the_step(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
     team: Team = await make_team()
     steps = [FLAG_STEPS[0], {"type": "webhook", "url": "ftp://example.com/hook"}]
     refused = await client.post("/v1/workflows", json=workflow_body(steps=steps), headers=team.auth("admin"))
-    assert refused.status_code == 422
+    assert refused.status_code == 400
     assert refused.headers["content-type"] == "application/problem+json"
     problem = refused.json()
-    assert problem["type"].endswith("/validation") and problem["status"] == 422
+    assert problem["type"].endswith("/validation") and problem["status"] == 400
     assert problem["detail"].startswith("steps[1] (webhook): url: "), problem["detail"]
     assert problem["errors"][0]["loc"] == ["body", "steps", 1, "webhook", "url"]
 
@@ -186,7 +186,7 @@ async def test_step_errors_name_the_step_and_field(  # type: ignore[no-untyped-d
 ) -> None:
     team: Team = await make_team()
     refused = await client.post("/v1/workflows", json=workflow_body(steps=steps), headers=team.auth("admin"))
-    assert refused.status_code == 422, refused.text
+    assert refused.status_code == 400, refused.text
     assert refused.json()["detail"].startswith(detail), refused.json()["detail"]
     assert refused.json()["errors"][0]["loc"] == loc
 
