@@ -36,6 +36,7 @@ from castmetrics.reports import router as reports_router
 from castmetrics.sponsorship import router as sponsorship_router
 from castmetrics.tenancy import router as tenancy_router
 from castmetrics.web import router as web_router
+from castmetrics.workflows import receiver as demo_webhook_receiver
 from castmetrics.workflows import router as workflows_router
 
 log = structlog.get_logger(__name__)
@@ -150,6 +151,8 @@ def create_app(
     app.include_router(analytics_router.router)
     app.include_router(attribution_router.router)
     app.include_router(workflows_router.router)
+    if settings.demo_webhook_receiver:
+        app.include_router(demo_webhook_receiver.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.
     app.add_middleware(IdempotencyMiddleware, db_of=lambda: app.state.db)
     app.add_middleware(

@@ -122,11 +122,18 @@ def _print_demo(summary: Any, url: str) -> None:
 
 
 def _seed_demo(
-    settings: Settings, owner_url: str, runtime_url: str, events: int | None = None, days: int | None = None
+    settings: Settings,
+    owner_url: str,
+    runtime_url: str,
+    events: int | None = None,
+    days: int | None = None,
+    *,
+    webhook_base_url: str | None = None,
 ) -> Any:
     """Seed the demo catalog, then its listening: ``events`` events (``demo --events``: every time, a
     re-run stores none twice), or with ``None`` (``serve --demo``) ``settings.demo_events`` only while
-    the demo tenant has no listener events yet."""
+    the demo tenant has no listener events yet. The demo's webhook workflow, created once, posts to the
+    demo receiver at ``webhook_base_url`` (default ``http://127.0.0.1:8000``)."""
     from rich.console import Console
     from sqlalchemy import text
 
@@ -137,7 +144,10 @@ def _seed_demo(
         # Three connections: listener events, and the prefix requests written beside them (demo.downloads).
         runtime = Database(runtime_url, pool_size=3, max_overflow=0, application_name="castmetrics-cli")
         try:
-            summary = await demo.seed(owner, runtime, settings)
+            if webhook_base_url is None:
+                summary = await demo.seed(owner, runtime, settings)
+            else:
+                summary = await demo.seed(owner, runtime, settings, webhook_base_url=webhook_base_url)
             count = events
             if count is None:
                 count = 0 if await listening.has_listening(runtime, summary.tenant.id) else settings.demo_events
@@ -196,15 +206,21 @@ def serve(
         runtime_url = _migrate(settings, owner_url)
         url = f"http://{host}:{port}"
         if demo:
-            _print_demo(_seed_demo(settings, owner_url, runtime_url), url)
+            # The webhook goes to this server's own receiver: on a wildcard address, through loopback.
+            local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            webhook_base_url = f"http://{f'[{local}]' if ':' in local else local}:{port}"
+            _print_demo(_seed_demo(settings, owner_url, runtime_url, webhook_base_url=webhook_base_url), url)
         in_process = settings.in_process_worker if settings.in_process_worker is not None else embedded
-        settings = settings.model_copy(
-            update={
-                "database_url": owner_url,
-                "app_database_url": runtime_url,
-                "in_process_worker": in_process,
-            }
-        )
+        update: dict[str, Any] = {
+            "database_url": owner_url,
+            "app_database_url": runtime_url,
+            "in_process_worker": in_process,
+        }
+        if demo and embedded:
+            # The demo's webhook workflow posts to this server itself, on a loopback address: receive it
+            # and allow it. Only on the embedded default: against your own database, the settings rule.
+            update |= {"demo_webhook_receiver": True, "allow_private_webhooks": True}
+        settings = settings.model_copy(update=update)
         typer.echo(f"Castmetrics is starting at {url} (API docs at {url}/docs)", err=True)
         # The app reads X-Forwarded-For itself, from CASTMETRICS_TRUSTED_PROXIES only (app.Castmetrics).
         proxies: dict[str, Any] = {"proxy_headers": False}
@@ -217,6 +233,8 @@ def serve(
                 "DATABASE_URL": owner_url,
                 "CASTMETRICS_APP_DATABASE_URL": runtime_url,
                 "CASTMETRICS_IN_PROCESS_WORKER": "true" if in_process else "false",
+                "CASTMETRICS_DEMO_WEBHOOK_RECEIVER": "true" if settings.demo_webhook_receiver else "false",
+                "CASTMETRICS_ALLOW_PRIVATE_WEBHOOKS": "true" if settings.allow_private_webhooks else "false",
             }
         )
         uvicorn.run(

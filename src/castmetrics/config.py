@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     allow_private_fetch: bool = False
     # Workflow webhooks: the same refusal for a step's URL unless allowed (receivers on your own network).
     allow_private_webhooks: bool = False
+    # Mount the demo's webhook receiver, POST /v1/demo/webhook/{tenant_slug}: it logs deliveries signed by
+    # the tenant's workflow (``serve --demo`` turns it on, with private webhooks, on the embedded database).
+    demo_webhook_receiver: bool = False
     feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
     outbox_publish_batch: int = 500

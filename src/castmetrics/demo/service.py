@@ -16,6 +16,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import attribution as demo_attribution
 from castmetrics.demo import listening
+from castmetrics.demo import workflows as demo_workflows
 from castmetrics.identity import service as identity
 from castmetrics.identity.models import User
 from castmetrics.identity.permissions import DEFAULT_ROLES
@@ -86,9 +87,16 @@ async def seed_campaign_delivery(
     return CampaignDelivery(sized, written)
 
 
-async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSummary:
+async def seed(
+    owner: Database,
+    runtime: Database,
+    settings: Settings,
+    *,
+    webhook_base_url: str = demo_workflows.DEFAULT_BASE_URL,
+) -> DemoSummary:
     """Create the demo tenant (pro tier) with an owner and one user per default role, and three real
-    podcasts with their episodes, and its sponsorship book, unless they exist; safe to run any number
+    podcasts with their episodes, its sponsorship book and its workflows (the webhook one posting to
+    the demo receiver at ``webhook_base_url``), unless they exist; safe to run any number
     of times. A demo seeded before its campaigns had attribution (listening, no attribution event) gets
     its campaign delivery here (``seed_campaign_delivery``). Only the slug lookup uses the owner (it
     crosses tenants); everything else runs as the runtime role acting for the demo tenant."""
@@ -120,6 +128,7 @@ async def seed(owner: Database, runtime: Database, settings: Settings) -> DemoSu
         if existing is None:
             await _bring_shows_up_to_date(session, tenant_id)
         await sponsorship.seed_demo(session, tenant, DEMO_ACTOR)
+        await demo_workflows.seed_workflows(session, tenant, DEMO_ACTOR, base_url=webhook_base_url)
     summary = DemoSummary(tenant=tenant, created=existing is None, logins=logins)
     if (
         existing is not None

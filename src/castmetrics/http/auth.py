@@ -2,7 +2,8 @@
 
 A route declares who may call it with ``principal: Annotated[Principal, requires("users", "read")]``;
 reading the signature tells you the rule. Routes without such a dependency must be on
-``PUBLIC_ROUTES`` (a test walks the app and fails otherwise).
+``PUBLIC_ROUTES`` (a test walks the app and fails otherwise), or on ``OPTIONAL_PUBLIC_ROUTES`` when a
+setting mounts them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/email-preferences/unsubscribe"),
         ("POST", "/v1/email-preferences/unsubscribe"),
         ("GET", "/v1/reports/{token}"),  # a signed, expiring sponsor-report link
+    }
+)
+# Public routes mounted only when a setting turns them on, so kept apart from ``PUBLIC_ROUTES`` (which
+# the app always serves in full): the demo webhook receiver (``demo_webhook_receiver``), which checks the
+# delivery's signature instead of credentials.
+OPTIONAL_PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", "/v1/demo/webhook/{tenant_slug}"),
     }
 )
 AUTHENTICATED = "authenticated"
