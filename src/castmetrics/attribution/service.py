@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -25,7 +25,7 @@ from castmetrics.attribution.schemas import (
     Model,
     PodcastReturns,
 )
-from castmetrics.catalog.models import Episode, Podcast
+from castmetrics.catalog import service as catalog
 from castmetrics.db.binary import fetch_binary
 from castmetrics.money import to_major
 from castmetrics.sponsorship import pacing
@@ -191,21 +191,6 @@ async def _live_bookings(session: AsyncSession, campaign: Campaign) -> list[Book
     return list(rows.all())
 
 
-async def _names(
-    session: AsyncSession, podcasts: Iterable[uuid.UUID], episodes: Iterable[uuid.UUID]
-) -> tuple[dict[uuid.UUID, str], dict[uuid.UUID, str]]:
-    podcast_ids, episode_ids = set(podcasts), set(episodes)
-    podcast_names: dict[uuid.UUID, str] = {}
-    episode_titles: dict[uuid.UUID, str] = {}
-    if podcast_ids:
-        rows = await session.execute(select(Podcast.id, Podcast.name).where(Podcast.id.in_(podcast_ids)))
-        podcast_names = {row.id: row.name for row in rows}
-    if episode_ids:
-        rows = await session.execute(select(Episode.id, Episode.title).where(Episode.id.in_(episode_ids)))
-        episode_titles = {row.id: row.title for row in rows}
-    return podcast_names, episode_titles
-
-
 async def campaign_models(
     session: AsyncSession, campaign: Campaign, models: Sequence[Model] = MODELS, options: Options = Options()
 ) -> list[AttributionOut]:
@@ -260,7 +245,7 @@ async def campaign_models(
             target[0] += credit
             target[1] += revenue
 
-    podcast_names, episode_titles = await _names(session, episode_podcast.values(), episode_podcast)
+    podcast_names, episode_titles = await catalog.names(session, episode_podcast.values(), episode_podcast)
     booking_info = {b.id: b for b in bookings}
     answers = []
     for model in models:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -454,3 +454,19 @@ async def seed_from_document(session: AsyncSession, tenant: Tenant, actor: Actor
     podcast.last_synced_at = datetime.now(UTC)
     await session.flush()
     return podcast
+
+
+async def names(
+    session: AsyncSession, podcast_ids: Iterable[uuid.UUID], episode_ids: Iterable[uuid.UUID]
+) -> tuple[dict[uuid.UUID, str], dict[uuid.UUID, str]]:
+    """Podcast names and episode titles by id (of the current tenant), in at most two queries."""
+    podcasts, episodes = set(podcast_ids), set(episode_ids)
+    podcast_names: dict[uuid.UUID, str] = {}
+    episode_titles: dict[uuid.UUID, str] = {}
+    if podcasts:
+        rows = await session.execute(select(Podcast.id, Podcast.name).where(Podcast.id.in_(podcasts)))
+        podcast_names = {row.id: row.name for row in rows}
+    if episodes:
+        rows = await session.execute(select(Episode.id, Episode.title).where(Episode.id.in_(episodes)))
+        episode_titles = {row.id: row.title for row in rows}
+    return podcast_names, episode_titles

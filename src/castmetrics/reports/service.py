@@ -18,7 +18,7 @@ from castmetrics.attribution import service as attribution
 from castmetrics.attribution.schemas import MODELS, Model
 from castmetrics.audit import service as audit
 from castmetrics.audit.service import Actor
-from castmetrics.catalog.models import Episode, Podcast
+from castmetrics.catalog import service as catalog
 from castmetrics.db.pagination import keyset_page
 from castmetrics.db.session import Database
 from castmetrics.errors import DomainError, NotFound, Unauthorized
@@ -91,16 +91,11 @@ def _report_days(
 
 
 async def _named_bookings(session: AsyncSession, pacing_out: CampaignPacingOut) -> list[ReportBooking]:
-    podcast_ids = {b.podcast_id for b in pacing_out.bookings}
-    episode_ids = {b.episode_id for b in pacing_out.bookings if b.episode_id is not None}
-    podcasts: dict[uuid.UUID, str] = {}
-    episodes: dict[uuid.UUID, str] = {}
-    if podcast_ids:
-        rows = await session.execute(select(Podcast.id, Podcast.name).where(Podcast.id.in_(podcast_ids)))
-        podcasts = {row.id: row.name for row in rows}
-    if episode_ids:
-        rows = await session.execute(select(Episode.id, Episode.title).where(Episode.id.in_(episode_ids)))
-        episodes = {row.id: row.title for row in rows}
+    podcasts, episodes = await catalog.names(
+        session,
+        (b.podcast_id for b in pacing_out.bookings),
+        (b.episode_id for b in pacing_out.bookings if b.episode_id is not None),
+    )
     return [
         ReportBooking(
             booking_id=b.booking_id,
