@@ -554,22 +554,9 @@ async def campaign_episodes(
     if not bookings:
         return [], next_cursor
     # Names for the page in one read of the catalog's tables (set-based, rather than one call each).
-    podcast_ids = {b.podcast_id for b in bookings}
-    podcast_names: dict[uuid.UUID, str] = {
-        podcast_id: name
-        for podcast_id, name in await session.execute(
-            select(Podcast.id, Podcast.name).where(Podcast.id.in_(podcast_ids))
-        )
-    }
-    episode_ids = {b.episode_id for b in bookings if b.episode_id is not None}
-    episode_titles: dict[uuid.UUID, str] = {}
-    if episode_ids:
-        episode_titles = {
-            episode_id: title
-            for episode_id, title in await session.execute(
-                select(Episode.id, Episode.title).where(Episode.id.in_(episode_ids))
-            )
-        }
+    podcast_names, episode_titles = await catalog.names(
+        session, (b.podcast_id for b in bookings), (b.episode_id for b in bookings if b.episode_id is not None)
+    )
     items = [
         CampaignEpisodeOut(
             booking_id=b.id,
