@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import pypdf
 from sqlalchemy import text
 
@@ -225,3 +226,29 @@ async def test_a_link_never_shows_another_tenants_data(  # type: ignore[no-untyp
     )
     assert revoke.status_code == 404
     assert (await client.get(f"/v1/reports/{link_a['token']}")).status_code == 200
+
+
+def test_a_shared_link_opens_at_most_so_many_reports_a_minute() -> None:
+    from castmetrics.errors import RateLimited
+    from castmetrics.reports import router as reports_router
+
+    start = 1_800_000_000.0  # a whole minute
+    for n in range(reports_router.SHARED_PER_MINUTE):
+        reports_router.count_shared_use("token-a", now=start + n)
+    with pytest.raises(RateLimited) as refused:
+        reports_router.count_shared_use("token-a", now=start + 45)
+    assert refused.value.retry_after == 15  # until the minute ends
+    reports_router.count_shared_use("token-b", now=start + 45)  # every link counts apart
+    reports_router.count_shared_use("token-a", now=start + 60)  # and the next minute starts afresh
+
+
+async def test_too_many_openings_answer_429(
+    client: httpx.AsyncClient, deal: Deal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from castmetrics.reports import router as reports_router
+
+    link = await _link(client, deal)
+    monkeypatch.setattr(reports_router, "SHARED_PER_MINUTE", 0)
+    refused = await client.get(f"/v1/reports/{link['token']}")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["content-type"] == "application/problem+json"

@@ -3,17 +3,20 @@ report a link opens without a login."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 import unicodedata
 import uuid
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from castmetrics.attribution.schemas import Model
-from castmetrics.errors import Invalid
+from castmetrics.errors import Invalid, RateLimited
 from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
@@ -49,6 +52,24 @@ SHARED_RESPONSES: dict[int | str, dict[str, Any]] = {
 # way, never indexed, and the URL never sent on as a Referer.
 PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "Vary": "Accept"}
 SHARED_HEADERS = {**PRIVATE_HEADERS, "X-Robots-Tag": "noindex, nofollow", "Referrer-Policy": "no-referrer"}
+# A shared link needs no login, and a report (a PDF most of all) is work: each link opens at most this
+# many reports a minute in each server process; more answers 429 with Retry-After.
+SHARED_PER_MINUTE = 30
+_shared_uses: TTLCache[tuple[str, int], int] = TTLCache(maxsize=50_000, ttl=120)
+
+
+def count_shared_use(token: str, now: float | None = None) -> None:
+    """Count one opening of a shared link; ``RateLimited`` past the minute's allowance."""
+    now = time.time() if now is None else now
+    key = (hashlib.sha256(token.encode()).hexdigest(), int(now // 60))
+    used = _shared_uses.get(key, 0) + 1
+    _shared_uses[key] = used
+    if used > SHARED_PER_MINUTE:
+        raise RateLimited(
+            f"this report link was opened more than {SHARED_PER_MINUTE} times this minute; try again shortly",
+            retry_after=max(1, 60 - int(now % 60)),
+        )
+
 
 FormatParam = Annotated[
     ReportFormat | None,
@@ -208,6 +229,7 @@ async def shared_report(token: Token, request: Request, report_format: FormatPar
     """The report a link opens, with the link's model and lookback, for anyone holding the link:
     public, no credentials. A bad or tampered token, or a revoked link, answers 404; an expired link
     410. Never cached (`Cache-Control: private, no-store`) nor indexed (`X-Robots-Tag: noindex`)."""
+    count_shared_use(token)
     secret = settings_of(request).secret_key.get_secret_value()
     try:
         report = await service.shared_report(get_database(request), secret, token)
