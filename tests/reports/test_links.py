@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 import pypdf
+import pytest
 from sqlalchemy import text
 
 from castmetrics.config import Settings
