@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_EXAMPLES = 30
@@ -31,6 +32,11 @@ def test_api_conforms_to_its_schema(live_server: str) -> None:
     assert len(operations) >= 3  # healthz, readyz, metrics at least
     failures: list[str] = []
     for operation in operations:
+        excluded = [positive_data_acceptance]
+        if operation.path.startswith("/v1/billing/"):
+            # The live server has no Stripe settings: billing answers its documented 503 problem by design
+            # (tests/billing covers it configured); the other checks still apply.
+            excluded.append(not_a_server_error)
 
         @given(case=operation.as_strategy())
         @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -38,7 +44,7 @@ def test_api_conforms_to_its_schema(live_server: str) -> None:
             # no 5xx, responses match their documented schemas, status codes and content types.
             # Not checked: that every schema-valid body is accepted — domain rules (password
             # strength, a cursor we issued, a role that exists) are not expressible in the schema.
-            case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(headers=headers, excluded_checks=excluded)  # noqa: B023
 
         try:
             check()

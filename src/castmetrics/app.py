@@ -16,6 +16,7 @@ from castmetrics.analytics import router as analytics_router
 from castmetrics.analytics.cache import AnswerCache
 from castmetrics.attribution import router as attribution_router
 from castmetrics.audit import router as audit_router
+from castmetrics.billing import router as billing_router
 from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, check_production_safety, get_settings
 from castmetrics.db import roles
@@ -151,6 +152,7 @@ def create_app(
     app.include_router(analytics_router.router)
     app.include_router(attribution_router.router)
     app.include_router(workflows_router.router)
+    app.include_router(billing_router.router)
     if settings.demo_webhook_receiver:
         app.include_router(demo_webhook_receiver.router)
     # Added last runs first: the request id and access log wrap everything, including 413s.

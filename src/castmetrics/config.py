@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     workflow_retry_base_seconds: float = Field(default=2.0, ge=0, le=600)
     workflow_dispatch_batch: int = Field(default=500, ge=1, le=10_000)
     workflow_dispatch_per_tenant: int = Field(default=200, ge=1, le=10_000)
+    # Billing through Stripe: without the secret key the billing routes answer 503 (the rest works);
+    # without the webhook secret the webhook does. A subscription's tier is the tier of its price id.
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_price_pro: str | None = None
+    stripe_price_enterprise: str | None = None
+    # Where the Stripe library sends API calls (unset: Stripe's own); tests point it at a local server.
+    stripe_api_base: str | None = None
+    # Where Checkout and the customer portal send the user back.
+    billing_return_url: str = "http://127.0.0.1:8000/"
 
 
 DEV_SECRET_KEY = "dev-insecure-change-me"

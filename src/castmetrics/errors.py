@@ -82,3 +82,17 @@ class Unavailable(DomainError):
     def __init__(self, detail: str, retry_after: int = 5) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class NotConfigured(DomainError):
+    """A feature whose settings are not given (billing without Stripe): retrying will not help."""
+
+    code = "not-configured"
+    title = "Not configured"
+
+
+class InvalidSignature(DomainError):
+    """A signed request (a Stripe webhook) that is unsigned, badly signed or too old."""
+
+    code = "invalid-signature"
+    title = "Invalid signature"

@@ -6,7 +6,7 @@ import importlib
 
 DOMAINS_WITH_MODELS = (
     "tenancy", "outbox", "audit", "identity", "mail", "quotas", "preferences", "flags", "platform", "catalog",
-    "sponsorship", "reports", "workflows",
+    "sponsorship", "reports", "workflows", "billing",
 )  # fmt: skip
 
 

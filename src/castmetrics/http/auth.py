@@ -50,6 +50,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/email-preferences/unsubscribe"),
         ("POST", "/v1/email-preferences/unsubscribe"),
         ("GET", "/v1/reports/{token}"),  # a signed, expiring sponsor-report link
+        ("POST", "/v1/billing/webhook"),  # Stripe's events, verified by their signature
     }
 )
 # Public routes mounted only when a setting turns them on, so kept apart from ``PUBLIC_ROUTES`` (which

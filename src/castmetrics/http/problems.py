@@ -32,6 +32,8 @@ _STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.ContentTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.Unavailable: 503,
+    errors.NotConfigured: 503,
+    errors.InvalidSignature: 400,
 }
 
 

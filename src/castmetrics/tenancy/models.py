@@ -27,6 +27,8 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(Text, server_default="active")
     subscription_status: Mapped[str] = mapped_column(Text, server_default="none")
     billing_email: Mapped[str | None] = mapped_column(Text)
+    # Stripe's time of the last subscription event applied: an older one delivered later is stale.
+    billing_state_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     time_zone: Mapped[str] = mapped_column(Text, server_default="UTC")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

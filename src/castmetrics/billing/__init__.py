@@ -1,0 +1,1 @@
+"""Billing through Stripe: checkout, the customer portal, and the webhook that applies subscriptions."""
