@@ -44,8 +44,7 @@ from castmetrics.attribution.matching_schemas import (
     MatchWeights,
     SimilarSponsor,
 )
-from castmetrics.attribution.service import Options, max_lookback, statement_params
-from castmetrics.db.binary import fetch_binary
+from castmetrics.attribution.service import Options, max_lookback, run_statement, statement_params
 from castmetrics.sponsorship.models import Sponsor
 
 # The weights of the score. Audience and conversions lead (reach and proven results are what a sponsor
@@ -219,7 +218,7 @@ async def _evidence(
         similar_ids=[s.sponsor_id for s in similar],
         similarities=[s.similarity for s in similar],
     )
-    rows = await fetch_binary(session, engine.statement(_CONVERSIONS), params)
+    rows = await run_statement(session, engine.statement(_CONVERSIONS), params)
     return {
         row[0]: _Evidence(
             own_conversions=float(row[1]),

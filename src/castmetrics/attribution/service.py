@@ -129,7 +129,7 @@ def returns(earned: Sequence[float] | None, spend: float) -> dict[str, Any]:
     }
 
 
-async def _run(session: AsyncSession, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+async def run_statement(session: AsyncSession, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Run an attribution statement with the memory it needs for its joins and sorts."""
     await session.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": engine.WORK_MEM})
     return await fetch_binary(session, sql, params)
@@ -200,7 +200,7 @@ async def campaign_models(
     params = statement_params(campaign.tenant_id, options, [group], await max_lookback(session, [group]))
     params["campaign_id"] = campaign.id
     sql = engine.statement(_CAMPAIGN_SELECT.format(sums=engine.credit_sums(tuple(models))))
-    rows = await _run(session, sql, params)
+    rows = await run_statement(session, sql, params)
 
     bookings = await _live_bookings(session, campaign)
     currency = campaign_currency(bookings)
@@ -340,7 +340,7 @@ async def credit_by_campaign(
     params = statement_params(tenant_id, options, groups, await max_lookback(session, groups))
     sql = engine.statement(_ALL_SELECT.format(sums=engine.credit_sums(tuple(models))), whole_tenant=groups is None)
     found: dict[tuple[uuid.UUID, Model], tuple[float, float]] = {}
-    for row in await _run(session, sql, params):
+    for row in await run_statement(session, sql, params):
         for k, model in enumerate(models):
             found[(row[0], model)] = (float(row[1 + 2 * k] or 0.0), float(row[2 + 2 * k] or 0.0))
     return found
