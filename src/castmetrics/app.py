@@ -134,6 +134,7 @@ def create_app(
     app.state.prefix_buffer = buffer
     app.edge = Edge(buffer, trusted_networks(settings.trusted_proxies.split(",")))
     problems.install(app)
+    web_router.install(app)
     openapi.install(app)
     app.include_router(health.router)
     app.include_router(web_router.router)

@@ -29,7 +29,7 @@ async def test_signup_answers_the_contract_shape(client: httpx.AsyncClient, db: 
     async with db.tenant_transaction(body["tenant"]["id"]) as session:
         email = (await session.scalars(select(Email))).one()
     assert (email.kind, email.status, email.to_address) == ("verify_email", "logged", "Shape.Owner@example.com")
-    assert "/v1/auth/verify-email?token=" in email.body
+    assert "/verify-email?token=" in email.body
 
 
 async def test_signup_conflicts_keep_the_first(client: httpx.AsyncClient) -> None:

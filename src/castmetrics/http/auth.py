@@ -33,7 +33,20 @@ bearer_scheme = HTTPBearer(
 # (method, path template) of every route that needs no credentials.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
-        ("GET", "/"),
+        # dashboard pages for visitors without a session; the signed-in pages use ``web.session``
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("POST", "/logout"),
+        ("GET", "/signup"),
+        ("POST", "/signup"),
+        ("GET", "/forgot-password"),
+        ("POST", "/forgot-password"),
+        ("GET", "/reset-password"),
+        ("POST", "/reset-password"),
+        ("GET", "/verify-email"),
+        ("GET", "/accept-invite"),
+        ("POST", "/accept-invite"),
+        ("GET", "/static/{name}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),

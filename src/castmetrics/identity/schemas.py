@@ -49,6 +49,7 @@ class TenantBrief(BaseModel):
     slug: str
     name: str
     subscription_tier: str
+    time_zone: str = "UTC"
 
 
 class UserOut(BaseModel):

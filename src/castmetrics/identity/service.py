@@ -245,7 +245,7 @@ async def send_verification(session: AsyncSession, settings: Settings, user: Use
         session, settings, tenant_id=user.tenant_id, kind="verify_email", to=user.email,
         subject="Confirm your email address for Castmetrics",
         body=f"Hello {user.name},\n\nconfirm your email address by opening this link:\n\n"
-        f"{_link(settings, '/v1/auth/verify-email', token)}\n\nThe link is valid for 7 days.\n",
+        f"{_link(settings, '/verify-email', token)}\n\nThe link is valid for 7 days.\n",
     )  # fmt: skip
 
 

@@ -1,13 +1,44 @@
-"""Dashboard routes. Until the dashboard pages exist, ``/`` leads to the interactive API docs."""
+"""Dashboard routes: the page modules, the static files, and how page errors and missing sessions look."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
+from importlib.resources import files
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from castmetrics.errors import NotFound
+from castmetrics.web.pages import account, campaigns, overview, podcasts, settings, workflows
+from castmetrics.web.session import LoginRequired, PageError, login_url
+from castmetrics.web.templating import redirect, render
 
 router = APIRouter(include_in_schema=False)
+for module in (account, overview, podcasts, campaigns, workflows, settings):
+    router.include_router(module.router)
+
+STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 
 
-@router.get("/")
-async def root() -> RedirectResponse:
-    return RedirectResponse("/docs", status_code=307)
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """The dashboard's own stylesheet and script (no CDN, nothing third-party)."""
+    if name not in STATIC:
+        raise NotFound("no such file")
+    body = files("castmetrics.web").joinpath("static", name).read_bytes()
+    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "public, max-age=300"})
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return redirect(request, login_url(exc.next_path))
+
+
+async def _page_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageError)
+    context = {"title": exc.title, "detail": exc.detail, "status": exc.status}
+    return render(request, "error.html", context, status=exc.status)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(PageError, _page_error)

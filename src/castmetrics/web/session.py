@@ -1,0 +1,215 @@
+"""The dashboard's session and form protection.
+
+The session cookie (HttpOnly, SameSite=Lax, Secure when the request came over HTTPS) carries the API's
+own token pair: the 30-minute access token the pages call the API with, and the refresh token that
+renews it, so signing out revokes the login server-side like ``/v1/auth/logout`` does. Forms carry a CSRF
+token in a hidden input: an HMAC, under the server's secret key, of a random value kept in its own
+HttpOnly cookie (the signed double-submit pattern); a cross-site form can neither read nor forge it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import Depends, Request
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from castmetrics.errors import DomainError
+from castmetrics.http.auth import settings_of
+from castmetrics.http.deps import get_database
+from castmetrics.identity import service as identity
+from castmetrics.identity import tokens
+from castmetrics.identity.schemas import TokenPair
+from castmetrics.web.api import Api, ApiError
+
+SESSION_COOKIE = "cm_session"
+CSRF_COOKIE = "cm_csrf"
+ZONE_COOKIE = "cm_tz"
+CSRF_FIELD = "csrf_token"
+MAX_FORM_FIELD = 10_000
+
+
+class LoginRequired(Exception):
+    """No valid session: the visitor is sent to the login page (and back afterwards)."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class PageError(Exception):
+    """A page that cannot be shown: rendered as an error page with this status."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def page_error(error: ApiError) -> PageError:
+    titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 402: "Plan limit reached"}
+    return PageError(error.status, titles.get(error.status, "Something went wrong"), error.detail)
+
+
+def secure_cookies(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+# --- CSRF ------------------------------------------------------------------------------------------
+
+
+def _csrf_digest(request: Request, nonce: str) -> str:
+    secret = settings_of(request).secret_key.get_secret_value().encode()
+    return hmac.new(secret, f"dashboard-csrf:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token(request: Request) -> str:
+    """The token for this visitor's forms; a new nonce is made (and set by ``apply_cookies``) if needed."""
+    nonce = getattr(request.state, "csrf_nonce", None) or request.cookies.get(CSRF_COOKIE, "")
+    if not (16 <= len(nonce) <= 64):
+        nonce = secrets.token_urlsafe(24)
+        request.state.csrf_nonce = nonce
+    return _csrf_digest(request, nonce)
+
+
+def rotate_csrf(request: Request) -> None:
+    """A fresh nonce (at sign-in and sign-out), so a token seen before the login is worthless after it."""
+    request.state.csrf_nonce = secrets.token_urlsafe(24)
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once its CSRF token is checked (403 page otherwise)."""
+    form = await request.form(max_files=0, max_fields=50)
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    sent = form.get(CSRF_FIELD)
+    if not nonce or not isinstance(sent, str) or not hmac.compare_digest(sent, _csrf_digest(request, nonce)):
+        raise PageError(403, "Form expired", "The form was too old or came from another site. Reload the page and try again.")
+    for value in form.values():
+        if isinstance(value, str) and len(value) > MAX_FORM_FIELD:
+            raise PageError(413, "Too long", "A field of the form is too long.")
+    return form
+
+
+def field_of(form: FormData, name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value.strip() if isinstance(value, str) else default
+
+
+# --- session ---------------------------------------------------------------------------------------
+
+
+def _session_value(pair: TokenPair) -> str:
+    return f"{pair.access_token}|{pair.refresh_token}"
+
+
+def set_session(request: Request, response: Response, pair: TokenPair) -> None:
+    settings = settings_of(request)
+    response.set_cookie(
+        SESSION_COOKIE, _session_value(pair), max_age=settings.refresh_token_days * 86400, path="/",
+        httponly=True, samesite="lax", secure=secure_cookies(request),
+    )  # fmt: skip
+
+
+def clear_session(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def apply_cookies(request: Request, response: Response) -> Response:
+    """Set what this request decided: a new CSRF nonce, a renewed session."""
+    nonce = getattr(request.state, "csrf_nonce", None)
+    if nonce:
+        response.set_cookie(
+            CSRF_COOKIE, nonce, path="/", httponly=True, samesite="lax", secure=secure_cookies(request)
+        )
+    renewed = getattr(request.state, "renewed_session", None)
+    if isinstance(renewed, TokenPair):
+        set_session(request, response, renewed)
+    return response
+
+
+def zone_named(name: str | None) -> ZoneInfo | None:
+    if not name or len(name) > 64:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+@dataclass
+class Viewer:
+    """Who is looking at the dashboard: the API's ``/v1/me`` answer, their API handle and time zone."""
+
+    request: Request
+    api: Api
+    me: dict[str, Any]
+    zone: ZoneInfo
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def csrf(self) -> str:
+        return csrf_token(self.request)
+
+
+async def _valid_pair(request: Request) -> tuple[str, str] | None:
+    raw = request.cookies.get(SESSION_COOKIE, "")
+    access, _, refresh = raw.partition("|")
+    if not access or not refresh:
+        return None
+    secret = settings_of(request).secret_key.get_secret_value()
+    try:
+        tokens.read_access_token(secret, access)
+        return access, refresh
+    except DomainError:
+        pass
+    try:  # the access token has expired: renew the pair once, like a client would
+        pair = await identity.refresh(get_database(request), settings_of(request), refresh)
+    except DomainError:
+        return None
+    request.state.renewed_session = pair
+    return pair.access_token, pair.refresh_token
+
+
+def _next_path(request: Request) -> str:
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"{request.url.path}{query}"
+
+
+async def current_viewer(request: Request) -> Viewer:
+    """Dependency of every signed-in page: the viewer, or a redirect to the login page."""
+    pair = await _valid_pair(request)
+    if pair is None:
+        raise LoginRequired(_next_path(request))
+    api = Api(request.app, pair[0])
+    try:
+        me = await api.get("/v1/me")
+    except ApiError as exc:
+        if exc.status == 401:
+            raise LoginRequired(_next_path(request)) from None
+        raise page_error(exc) from None
+    zone = zone_named(request.cookies.get(ZONE_COOKIE)) or zone_named(me["tenant"].get("time_zone")) or ZoneInfo("UTC")
+    return Viewer(request=request, api=api, me=me, zone=zone, permissions=frozenset(me["permissions"]))
+
+
+current_viewer.permission = "dashboard session"  # type: ignore[attr-defined]
+SignedIn = Annotated[Viewer, Depends(current_viewer)]
+
+
+def login_url(next_path: str) -> str:
+    return f"/login?next={quote(next_path, safe='')}" if next_path and next_path != "/" else "/login"
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path of this site is a place to go back to after signing in (no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 500:
+        return "/"
+    return value

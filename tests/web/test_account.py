@@ -1,0 +1,158 @@
+"""Signing in and out of the dashboard: the session cookie, CSRF on every form, and the account pages."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from castmetrics.web.session import CSRF_COOKIE, SESSION_COOKIE
+from tests.conftest import PASSWORD
+from tests.web.conftest import csrf_of, sign_in
+
+
+async def test_a_visitor_without_a_session_is_sent_to_the_login_form(client: httpx.AsyncClient) -> None:
+    home = await client.get("/")
+    assert home.status_code == 303
+    assert home.headers["location"] == "/login"
+    deep = await client.get("/?days=7")
+    assert deep.headers["location"] == "/login?next=%2F%3Fdays%3D7"
+    login = await client.get("/login")
+    assert login.status_code == 200
+    assert 'name="email"' in login.text and 'name="password"' in login.text
+    assert re.search(r'<input type="hidden" name="csrf_token" value="[0-9a-f]{64}">', login.text)
+    assert "default-src 'self'" in login.headers["content-security-policy"]
+
+
+async def test_login_sets_an_httponly_samesite_cookie_and_shows_the_overview(client, make_team) -> None:
+    team = await make_team()
+    signed = await sign_in(client, team.emails["viewer"], tz="Europe/Paris")
+    assert signed.status_code == 303 and signed.headers["location"] == "/"
+    cookies = [v for k, v in signed.headers.multi_items() if k == "set-cookie"]
+    session = next(c for c in cookies if c.startswith(f"{SESSION_COOKIE}="))
+    assert "HttpOnly" in session and "SameSite=lax" in session and "Secure" not in session
+    home = await client.get("/")
+    assert home.status_code == 200
+    assert "Overview" in home.text and "Viewer Person" in home.text
+    assert '<span data-testid="zone">Europe/Paris</span>' in home.text
+
+
+async def test_the_cookie_is_secure_over_https(app, make_team) -> None:
+    team = await make_team()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        signed = await sign_in(http, team.emails["owner"])
+    session = next(v for k, v in signed.headers.multi_items() if k == "set-cookie" and v.startswith(SESSION_COOKIE))
+    assert "Secure" in session and "HttpOnly" in session
+
+
+async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(client, make_team) -> None:
+    team = await make_team()
+    await client.get("/login")
+    missing = await client.post("/login", data={"email": team.emails["owner"], "password": PASSWORD})
+    assert missing.status_code == 403
+    assert "Form expired" in missing.text
+    forged = await client.post(
+        "/login", data={"email": team.emails["owner"], "password": PASSWORD, "csrf_token": "0" * 64}
+    )
+    assert forged.status_code == 403
+    assert SESSION_COOKIE not in client.cookies
+    # A token made for another visitor's nonce does not fit this visitor's cookie either.
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")  # noqa: SLF001
+    async with other:
+        theirs = csrf_of((await other.get("/login")).text)
+    stolen = await client.post(
+        "/login", data={"email": team.emails["owner"], "password": PASSWORD, "csrf_token": theirs}
+    )
+    assert stolen.status_code == 403
+
+
+async def test_wrong_password_shows_the_form_again(client, make_team) -> None:
+    team = await make_team()
+    wrong = await sign_in(client, team.emails["owner"], password="not the password at all")
+    assert wrong.status_code == 401
+    assert "the email or password is wrong" in wrong.text
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_next_only_leads_to_this_site(client, make_team) -> None:
+    team = await make_team()
+    page = await client.get("/login?next=//evil.example/x")
+    form = {"csrf_token": csrf_of(page.text), "email": team.emails["owner"], "password": PASSWORD,
+            "next": "https://evil.example/"}  # fmt: skip
+    signed = await client.post("/login", data=form)
+    assert signed.headers["location"] == "/"
+
+
+async def test_sign_out_revokes_the_login(client, make_team) -> None:
+    team = await make_team()
+    await sign_in(client, team.emails["owner"])
+    cookie = client.cookies[SESSION_COOKIE]
+    page = await client.get("/")
+    out = await client.post("/logout", data={"csrf_token": csrf_of(page.text)})
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert (await client.get("/")).status_code == 303
+    # The refresh token in the old cookie was revoked server-side: the API refuses it.
+    refresh = cookie.strip('"').split("|")[1]
+    again = await client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+    assert again.status_code == 401
+
+
+async def test_an_expired_access_token_is_renewed_from_the_refresh_token(client, make_team, settings) -> None:
+    team = await make_team()
+    await sign_in(client, team.emails["owner"])
+    access, _, refresh = client.cookies[SESSION_COOKIE].strip('"').partition("|")
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, f"{access[:-6]}AAAAAA|{refresh}")
+    home = await client.get("/")
+    assert home.status_code == 200
+    renewed = client.cookies.get(SESSION_COOKIE, domain="testserver.local").strip('"')
+    assert renewed.split("|")[1] != refresh  # rotated, like the API's refresh
+
+
+async def test_signup_creates_a_network_and_signs_in(client) -> None:
+    page = await client.get("/signup")
+    form = {"csrf_token": csrf_of(page.text), "tenant_name": "Web Network", "tenant_slug": "web-network-1",
+            "name": "Web Owner", "email": "web.owner@example.com", "password": PASSWORD, "tz": "UTC"}  # fmt: skip
+    created = await client.post("/signup", data=form)
+    assert created.status_code == 303, created.text
+    home = await client.get(created.headers["location"])
+    assert home.status_code == 200 and "Web Network" in home.text and "Welcome" in home.text
+    # The same slug again is a conflict shown on the form, with what was typed kept.
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")  # noqa: SLF001
+    async with other:
+        again = await other.post(
+            "/signup", data={**form, "email": "second@example.com", "csrf_token": csrf_of((await other.get("/signup")).text)}
+        )
+    assert again.status_code == 409
+    assert 'value="Web Network"' in again.text
+
+
+async def test_signup_validation_errors_are_shown(client) -> None:
+    page = await client.get("/signup")
+    form = {"csrf_token": csrf_of(page.text), "tenant_name": "X", "tenant_slug": "Bad Slug!", "name": "N",
+            "email": "not-an-email", "password": "short"}  # fmt: skip
+    answer = await client.post("/signup", data=form)
+    assert answer.status_code == 422
+    assert "tenant slug" in answer.text and "email" in answer.text
+
+
+async def test_password_reset_and_email_verification_pages(client, make_team, settings, db) -> None:
+    team = await make_team()
+    page = await client.get("/forgot-password")
+    sent = await client.post("/forgot-password", data={"csrf_token": csrf_of(page.text), "email": team.emails["analyst"]})
+    assert sent.status_code == 200 and "we have sent it a link" in sent.text
+    from castmetrics.identity import tokens
+
+    token = tokens.sign(settings.secret_key.get_secret_value(), "verify",
+                        {"sub": str(team.user_ids["analyst"]), "tid": str(team.tenant_id),
+                         "email": team.emails["analyst"]}, __import__("datetime").timedelta(hours=1))  # fmt: skip
+    verified = await client.get("/verify-email", params={"token": token})
+    assert verified.status_code == 200 and "confirmed" in verified.text
+    broken = await client.get("/verify-email", params={"token": token[:-4] + "AAAA"})
+    assert broken.status_code == 400
+    reset_page = await client.get("/reset-password", params={"token": "nonsense"})
+    bad = await client.post("/reset-password", data={"csrf_token": csrf_of(reset_page.text), "token": "nonsense",
+                                                     "password": "a much better password 99"})  # fmt: skip
+    assert bad.status_code == 422
+    assert CSRF_COOKIE in client.cookies
