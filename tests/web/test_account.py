@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import httpx
 
+from castmetrics.identity import tokens
 from castmetrics.web.session import CSRF_COOKIE, SESSION_COOKIE
 from tests.conftest import PASSWORD
 from tests.web.conftest import csrf_of, sign_in
@@ -121,9 +123,8 @@ async def test_signup_creates_a_network_and_signs_in(client) -> None:
     # The same slug again is a conflict shown on the form, with what was typed kept.
     other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")  # noqa: SLF001
     async with other:
-        again = await other.post(
-            "/signup", data={**form, "email": "second@example.com", "csrf_token": csrf_of((await other.get("/signup")).text)}
-        )
+        token = csrf_of((await other.get("/signup")).text)
+        again = await other.post("/signup", data={**form, "email": "second@example.com", "csrf_token": token})
     assert again.status_code == 409
     assert 'value="Web Network"' in again.text
 
@@ -140,13 +141,12 @@ async def test_signup_validation_errors_are_shown(client) -> None:
 async def test_password_reset_and_email_verification_pages(client, make_team, settings, db) -> None:
     team = await make_team()
     page = await client.get("/forgot-password")
-    sent = await client.post("/forgot-password", data={"csrf_token": csrf_of(page.text), "email": team.emails["analyst"]})
+    form = {"csrf_token": csrf_of(page.text), "email": team.emails["analyst"]}
+    sent = await client.post("/forgot-password", data=form)
     assert sent.status_code == 200 and "we have sent it a link" in sent.text
-    from castmetrics.identity import tokens
-
     token = tokens.sign(settings.secret_key.get_secret_value(), "verify",
                         {"sub": str(team.user_ids["analyst"]), "tid": str(team.tenant_id),
-                         "email": team.emails["analyst"]}, __import__("datetime").timedelta(hours=1))  # fmt: skip
+                         "email": team.emails["analyst"]}, timedelta(hours=1))  # fmt: skip
     verified = await client.get("/verify-email", params={"token": token})
     assert verified.status_code == 200 and "confirmed" in verified.text
     broken = await client.get("/verify-email", params={"token": token[:-4] + "AAAA"})

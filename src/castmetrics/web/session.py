@@ -89,7 +89,8 @@ async def checked_form(request: Request) -> FormData:
     nonce = request.cookies.get(CSRF_COOKIE, "")
     sent = form.get(CSRF_FIELD)
     if not nonce or not isinstance(sent, str) or not hmac.compare_digest(sent, _csrf_digest(request, nonce)):
-        raise PageError(403, "Form expired", "The form was too old or came from another site. Reload the page and try again.")
+        detail = "The form was too old or came from another site. Reload the page and try again."
+        raise PageError(403, "Form expired", detail)
     for value in form.values():
         if isinstance(value, str) and len(value) > MAX_FORM_FIELD:
             raise PageError(413, "Too long", "A field of the form is too long.")
@@ -124,9 +125,7 @@ def apply_cookies(request: Request, response: Response) -> Response:
     """Set what this request decided: a new CSRF nonce, a renewed session."""
     nonce = getattr(request.state, "csrf_nonce", None)
     if nonce:
-        response.set_cookie(
-            CSRF_COOKIE, nonce, path="/", httponly=True, samesite="lax", secure=secure_cookies(request)
-        )
+        response.set_cookie(CSRF_COOKIE, nonce, path="/", httponly=True, samesite="lax", secure=secure_cookies(request))
     renewed = getattr(request.state, "renewed_session", None)
     if isinstance(renewed, TokenPair):
         set_session(request, response, renewed)

@@ -45,9 +45,7 @@ def _bucket(point: dict[str, Any]) -> datetime:
 
 def series_chart(answers: list[tuple[str, dict[str, Any]]], title: str, height: int = 240) -> Markup:
     """A line chart of timeseries answers (each named), dated by their buckets' days."""
-    series = [
-        Series(name, [(_bucket(p).date(), p["value"]) for p in answer["points"]]) for name, answer in answers
-    ]
+    series = [Series(name, [(_bucket(p).date(), p["value"]) for p in answer["points"]]) for name, answer in answers]
     return svg(line_chart(series, title=title, height=height))
 
 
