@@ -9,8 +9,10 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser
 
 from tests.conftest import PASSWORD, Team, asgi_client
+from tests.web.browser import chromium
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
@@ -40,3 +42,10 @@ async def pages(app: FastAPI) -> AsyncIterator[Callable[[Team, str], Awaitable[h
             return http
 
         yield make
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium under Playwright (installed by the test setup when missing)."""
+    async with chromium() as launched:
+        yield launched

@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import httpx
 
+from castmetrics.app import create_app
 from castmetrics.identity import tokens
 from castmetrics.web.session import CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, asgi_client
 from tests.web.conftest import csrf_of, sign_in
 
 
@@ -156,3 +157,12 @@ async def test_password_reset_and_email_verification_pages(client, make_team, se
                                                      "password": "a much better password 99"})  # fmt: skip
     assert bad.status_code == 422
     assert CSRF_COOKIE in client.cookies
+
+
+async def test_cookies_are_secure_behind_a_trusted_https_proxy(settings, db, owner_db) -> None:
+    for trusted, secure in (("127.0.0.1/32", True), ("", False)):
+        app = create_app(settings.model_copy(update={"trusted_proxies": trusted}), database=db, admin_database=owner_db)
+        async with asgi_client(app) as http:
+            page = await http.get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"})
+        cookie = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith(CSRF_COOKIE))
+        assert ("Secure" in cookie) is secure, (trusted, cookie)

@@ -97,7 +97,8 @@ class Edge:
 
     def resolve_client(self, scope: Scope) -> None:
         """Replace ``scope["client"]`` by the nearest address in X-Forwarded-For that is not one of
-        our proxies, when the direct peer is one of them; otherwise leave the peer."""
+        our proxies, when the direct peer is one of them; otherwise leave the peer. Such a proxy's
+        ``X-Forwarded-Proto: https`` also makes the request's scheme https (so cookies are Secure)."""
         client = scope.get("client")
         if not client or not self._is_trusted(client[0]):
             return
@@ -105,6 +106,8 @@ class Edge:
         for name, value in scope["headers"]:
             if name == b"x-forwarded-for":
                 forwarded = value if not forwarded else forwarded + b"," + value
+            elif name == b"x-forwarded-proto" and value.strip().lower() == b"https":
+                scope["scheme"] = "https"
         if not forwarded:
             return
         address = client[0]
