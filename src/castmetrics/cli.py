@@ -113,9 +113,9 @@ def _migrate(settings: Settings, owner_url: str) -> str:
 def _print_demo(summary: Any, url: str) -> None:
     state = "created" if summary.created else "already present"
     typer.echo(f"Demo tenant {summary.tenant.slug!r} ({summary.tenant.subscription_tier} tier): {state}")
-    typer.echo(f"Open {url}")
+    typer.echo(f"Open the dashboard: {url}/")
     if summary.logins:
-        typer.echo("Log in as:")
+        typer.echo("Sign in as:")
         for role, email, password in summary.logins:
             typer.echo(f"  {role:<8} {email}  password: {password}")
     typer.echo(f"API docs: {url}/docs (log in with POST /v1/auth/login, then use the access token)")
@@ -221,7 +221,7 @@ def serve(
             # and allow it. Only on the embedded default: against your own database, the settings rule.
             update |= {"demo_webhook_receiver": True, "allow_private_webhooks": True}
         settings = settings.model_copy(update=update)
-        typer.echo(f"Castmetrics is starting at {url} (API docs at {url}/docs)", err=True)
+        typer.echo(f"Castmetrics is starting at {url} (dashboard at {url}/, API docs at {url}/docs)", err=True)
         # The app reads X-Forwarded-For itself, from CASTMETRICS_TRUSTED_PROXIES only (app.Castmetrics).
         proxies: dict[str, Any] = {"proxy_headers": False}
         if workers == 1:

@@ -18,6 +18,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.web.pages.podcasts import _episode_rows, clock, web_link
 from tests.analytics.conftest import add_traffic, publish
 from tests.measurement.conftest import Show, make_show
 
@@ -142,7 +143,9 @@ async def test_the_podcast_page_shows_the_apis_numbers(client: httpx.AsyncClient
         assert all(
             same_number(v, item[f"day_{n}"]) for v, n in zip(curves[item["episode_id"]], (1, 7, 30, 90), strict=True)
         )
-    assert all(same_number(v, launch["average"][f"day_{n}"]) for v, n in zip(curves["average"], (1, 7, 30, 90)))
+    assert all(
+        same_number(v, launch["average"][f"day_{n}"]) for v, n in zip(curves["average"], (1, 7, 30, 90), strict=True)
+    )
     assert 'aria-label="Downloads since publication' in html
 
     countries = await api(client, show, f"{scope}/breakdown", **period, by="country")
@@ -260,3 +263,24 @@ async def test_without_a_session_the_pages_lead_to_the_login(client: httpx.Async
     assert episode.status_code == 303 and episode.headers["location"] == f"/login?next=%2Fepisodes%2F{episode_id}"
     nonsense = await client.get("/podcasts/nonsense")
     assert nonsense.status_code == 303
+
+
+# --- the page's own small rules -------------------------------------------------------------------
+
+
+def test_durations_links_and_episode_order() -> None:
+    durations = [clock(None), clock(59), clock(754), clock(3600), clock(37_230)]
+    assert durations == ["—", "0:59", "12:34", "1:00:00", "10:20:30"]
+    assert web_link("https://feeds.example.com/show.xml") == "https://feeds.example.com/show.xml"
+    assert web_link("javascript:alert(1)") is None and web_link(None) is None
+    episodes: list[dict[str, Any]] = [
+        {"id": "a", "title": "Draft", "published_at": None, "created_at": "2024-05-03T00:00:00Z"},
+        {"id": "b", "title": "Old", "published_at": "2024-01-01T08:00:00Z", "created_at": "2024-01-01T00:00:00Z"},
+        {"id": "c", "title": "New", "published_at": "2024-04-01T08:00:00+02:00", "created_at": "2024-01-02T00:00:00Z"},
+    ]
+    top = {"items": [{"episode_id": "b", "value": 12}]}
+    listed = _episode_rows(episodes, top)
+    assert [(row["id"], row["downloads"]) for row in listed] == [("c", 0), ("b", 12), ("a", 0)]
+    # A full top-episodes answer may leave out episodes that had downloads: theirs are unknown, not 0.
+    full = {"items": [{"episode_id": f"x{n}", "value": 1} for n in range(99)] + [{"episode_id": "b", "value": 12}]}
+    assert [row["downloads"] for row in _episode_rows(episodes, full)] == [None, 12, None]

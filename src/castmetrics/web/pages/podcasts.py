@@ -153,9 +153,7 @@ async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days
     period = period_of(viewer, _days_of(days))
     zone = viewer.zone.key
     base = f"/v1/analytics/podcasts/{scope_id}"
-    (
-        podcast, episodes, summary, listeners, downloads, plays, launch, countries, apps, top,
-    ) = await _gather(
+    podcast, episodes, summary, listeners, downloads, plays, launch, countries, apps, top = await _gather(
         viewer.api.get(f"/v1/podcasts/{scope_id}"),
         viewer.api.all_items(f"/v1/podcasts/{scope_id}/episodes"),
         *_analytics_calls(viewer, base, period),
@@ -164,7 +162,7 @@ async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days
         viewer.api.get(f"{base}/breakdown", **period.params, by="country"),
         viewer.api.get(f"{base}/breakdown", **period.params, by="app"),
         viewer.api.get(f"{base}/top-episodes", **period.params, tz=zone, metric="downloads", limit=TOP_LIMIT),
-    )  # fmt: skip
+    )
     countries_chart, country_items = breakdown_bars(countries, "Downloads by country (UTC days)")
     apps_chart, app_items = breakdown_bars(apps, "Downloads by app (UTC days)")
     launched = launch["episodes"]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from castmetrics.web.api import ApiError
-from castmetrics.web.pages.workflows import gather_api, page_url, uuid_or_404
+from castmetrics.web.pages.workflows import gather_api, uuid_or_404
 from castmetrics.web.session import PageError, SignedIn, Viewer, checked_form, field_of, page_error
 from castmetrics.web.templating import redirect, render
 
@@ -84,7 +84,12 @@ async def _no_items() -> list[Any]:
 
 
 async def _users_page(
-    request: Request, viewer: Viewer, *, error: str | None = None, status: int = 200, invite: dict[str, str] | None = None
+    request: Request,
+    viewer: Viewer,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    invite: dict[str, str] | None = None,
 ) -> Response:
     users, roles = await gather_api(
         viewer.api.all_items("/v1/users"),
@@ -172,7 +177,7 @@ async def create_key(request: Request, viewer: SignedIn) -> Response:
     known = {scope for scope, _ in SCOPES}
     scopes = [value for value in form.getlist("scope") if isinstance(value, str) and value in known]
     values = {"name": field_of(form, "name"), "scopes": scopes}
-    if not scopes:
+    if not scopes and viewer.can("api_keys:create"):
         return await _keys_page(request, viewer, error="Choose at least one scope.", status=422, form=values)
     try:
         created = await viewer.api.post("/v1/api-keys", values)
@@ -310,6 +315,3 @@ async def checkout(request: Request, viewer: SignedIn) -> Response:
 async def portal(request: Request, viewer: SignedIn) -> Response:
     await checked_form(request)
     return await _to_stripe(request, viewer, "/v1/billing/portal", {})
-
-
-__all__ = ["page_url", "router"]

@@ -104,7 +104,10 @@ def describe_step(step: dict[str, Any]) -> list[tuple[str, str]]:
     kind = step.get("type")
     settings: list[tuple[str, str]] = []
     if kind == "webhook":
-        settings += [("POST to", _webhook_target(str(step.get("url", "")))), ("Timeout", f"{step.get('timeout_seconds')} s")]
+        settings += [
+            ("POST to", _webhook_target(str(step.get("url", "")))),
+            ("Timeout", f"{step.get('timeout_seconds')} s"),
+        ]
     elif kind == "email":
         to = step.get("to") or {}
         for key, label in (("roles", "Roles"), ("addresses", "Addresses"), ("users", "Users")):
@@ -155,7 +158,7 @@ async def workflows_page(request: Request, viewer: SignedIn, cursor: str | None 
 
 async def _workflow_page(
     request: Request,
-    viewer: SignedIn,
+    viewer: Viewer,
     workflow_id: str,
     *,
     status: str | None = None,
@@ -240,9 +243,11 @@ async def run_workflow(request: Request, workflow_id: str, viewer: SignedIn) -> 
     except ValueError:
         payload = None
     if not isinstance(payload, dict):
-        detail = "The test payload must be a JSON object, such as {} or {\"go\": true}."
+        detail = 'The test payload must be a JSON object, such as {} or {"go": true}.'
         return await _workflow_page(request, viewer, wid, error=detail, code=422)
-    return await _change(request, viewer, wid, viewer.api.post(f"/v1/workflows/{wid}/run", {"payload": payload}), "started")
+    return await _change(
+        request, viewer, wid, viewer.api.post(f"/v1/workflows/{wid}/run", {"payload": payload}), "started"
+    )
 
 
 async def _change_execution(
