@@ -81,6 +81,7 @@ async def test_log_lines_are_json_with_request_and_tenant_ids(client: httpx.Asyn
     assert access[-1]["status"] == 200 and access[-1]["route"] == "/healthz"
 
 
-async def test_root_leads_to_the_api_docs(client: httpx.AsyncClient) -> None:
+async def test_root_is_the_dashboard_which_sends_visitors_to_sign_in(client: httpx.AsyncClient) -> None:
     response = await client.get("/")
-    assert response.status_code == 307 and response.headers["location"] == "/docs"
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert (await client.get("/docs")).status_code == 200
