@@ -275,9 +275,7 @@ async def test_the_stage_form_follows_the_campaigns_update_permission(
         assert '<select name="stage"' in form and ">Change stage</button>" in form and 'name="csrf_token"' in form
 
 
-async def test_a_viewer_who_posts_the_stage_form_is_refused(
-    client: httpx.AsyncClient, world: World, pages
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_viewer_who_posts_the_stage_form_is_refused(client: httpx.AsyncClient, world: World, pages) -> None:  # type: ignore[no-untyped-def]
     http = await pages(world.team, "viewer")
     token = csrf_of((await http.get(f"/campaigns/{world.draft}")).text)
     refused = await http.post(f"/campaigns/{world.draft}/stage", data={"csrf_token": token, "stage": "active"})
@@ -328,9 +326,7 @@ async def test_an_illegal_stage_is_a_409_on_the_page_and_changes_nothing(
     assert await stage_of(client, world.team, world.active) == "active"
 
 
-async def test_a_stage_post_without_its_csrf_token_is_refused(
-    client: httpx.AsyncClient, world: World, pages
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stage_post_without_its_csrf_token_is_refused(client: httpx.AsyncClient, world: World, pages) -> None:  # type: ignore[no-untyped-def]
     http = await pages(world.team, "owner")
     await http.get(f"/campaigns/{world.draft}")
     missing = await http.post(f"/campaigns/{world.draft}/stage", data={"stage": "active"})

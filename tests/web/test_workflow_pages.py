@@ -43,9 +43,7 @@ async def run(client: httpx.AsyncClient, team: Team, workflow_id: str, payload: 
 
 
 async def api_executions(client: httpx.AsyncClient, team: Team, workflow_id: str, **params: Any) -> dict[str, Any]:
-    listed = await client.get(
-        f"/v1/workflows/{workflow_id}/executions", params=params, headers=team.auth("viewer")
-    )
+    listed = await client.get(f"/v1/workflows/{workflow_id}/executions", params=params, headers=team.auth("viewer"))
     assert listed.status_code == 200, listed.text
     answer: dict[str, Any] = listed.json()
     return answer
@@ -67,10 +65,13 @@ async def test_the_list_and_a_workflow_show_what_the_api_answers(
 ) -> None:  # type: ignore[no-untyped-def]
     team: Team = await make_team()
     flipper = await create_workflow(client, team, conditions=[{"field": "to", "operator": "eq", "value": "active"}])
+    steps = [
+        {"type": "webhook", "url": f"https://crm.example.com/hooks?{SECRET_QUERY}"},
+        {"type": "delay", "seconds": 7200},
+    ]
     hook = await create_workflow(
-        client, team, name="Tell the CRM", trigger_event="campaign.created", enabled=False,
-        steps=[{"type": "webhook", "url": f"https://crm.example.com/hooks?{SECRET_QUERY}"}, {"type": "delay", "seconds": 7200}],
-    )  # fmt: skip
+        client, team, name="Tell the CRM", trigger_event="campaign.created", enabled=False, steps=steps
+    )
     stopped = await run(client, team, flipper["id"], {"go": False})
     await engine.run_pending(db, settings, team.tenant_id)
     pending = await run(client, team, flipper["id"], {"go": False})
@@ -111,7 +112,9 @@ async def test_the_list_and_a_workflow_show_what_the_api_answers(
     assert secret not in (await http.get(f"/workflows/{created.json()['id']}")).text
 
 
-async def test_executions_filter_by_status_and_page_with_the_apis_cursor(client: httpx.AsyncClient, make_team, pages) -> None:  # type: ignore[no-untyped-def]
+async def test_executions_filter_by_status_and_page_with_the_apis_cursor(
+    client: httpx.AsyncClient, make_team, pages
+) -> None:  # type: ignore[no-untyped-def]
     team: Team = await make_team()
     workflow = await create_workflow(client, team)
     started = [await run(client, team, workflow["id"], {"n": n}) for n in range(28)]
@@ -132,7 +135,7 @@ async def test_executions_filter_by_status_and_page_with_the_apis_cursor(client:
     second = await http.get(older.group(1).replace("&amp;", "&"))
     api_second = await api_executions(client, team, workflow["id"], limit=25, cursor=api_first["next_cursor"])
     assert rows_of(second.text) == [(e["id"], e["status"]) for e in api_second["items"]]
-    assert len(rows_of(second.text)) == 3 and "rel=\"next\"" not in second.text
+    assert len(rows_of(second.text)) == 3 and 'rel="next"' not in second.text
     assert {e for e, _ in rows_of(first.text) + rows_of(second.text)} == {e["id"] for e in started}
 
     only_cancelled = await http.get(path, params={"status": "cancelled"})

@@ -66,6 +66,14 @@ async def _allowed(call: Awaitable[T]) -> T | None:
         raise
 
 
+async def _summary(call: Awaitable[T]) -> T | None:
+    """A list's extra figure: left out whatever went wrong (a campaign deleted meanwhile, a 403)."""
+    try:
+        return await call
+    except ApiError:
+        return None
+
+
 async def _nothing() -> None:
     return None
 
@@ -180,7 +188,7 @@ async def campaigns(request: Request, viewer: SignedIn, stage: str | None = None
     try:
         listed, names = await asyncio.gather(api.all_items("/v1/campaigns", stage=chosen), _sponsor_names(api))
         running = [c["id"] for c in listed if c["stage"] in ("active", "paused")][:PACING_LIMIT]
-        paces = await asyncio.gather(*(_allowed(api.get(f"/v1/campaigns/{cid}/pacing")) for cid in running))
+        paces = await asyncio.gather(*(_summary(api.get(f"/v1/campaigns/{cid}/pacing")) for cid in running))
     except ApiError as exc:
         raise page_error(exc) from None
     pacing = {cid: answer for cid, answer in zip(running, paces, strict=True) if answer is not None}
@@ -250,8 +258,8 @@ async def campaign(request: Request, campaign_id: str, viewer: SignedIn, model: 
 async def change_stage(request: Request, campaign_id: str, viewer: SignedIn) -> Response:
     """Posts the chosen stage to the API's transition route: the API refuses a viewer (403 page) and
     an illegal change (409, shown on the campaign page with what was chosen)."""
-    cid = _parsed_id(campaign_id, "campaign")
     form = await checked_form(request)
+    cid = _parsed_id(campaign_id, "campaign")
     stage, reason, model = field_of(form, "stage"), field_of(form, "reason"), _model_of(field_of(form, "model"))
     body: dict[str, str] = {"stage": stage}
     if reason:
