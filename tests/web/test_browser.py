@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
@@ -157,10 +157,18 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         holiday = page.url.rsplit("/", 1)[-1].split("?")[0]
         await expect(page.locator("[data-testid=stage]")).to_have_text("paused")
         await page.locator("#stage-form select[name=stage]").select_option("active")
+        asked: list[str] = []
+
+        async def accept(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            await dialog.accept()
+
+        page.once("dialog", accept)
         await page.locator("#stage-form button[type=submit]").click()
         await page.wait_for_url(f"**/campaigns/{holiday}*")
         await expect(page.locator("[data-testid=stage]")).to_have_text("active")
         assert (await api(f"/v1/campaigns/{holiday}"))["stage"] == "active"
+        assert asked, "changing the stage asks for confirmation first"
         await shoot(page, "campaign-stage-changed")
 
         # --- workflows and their executions --------------------------------------------------------------
