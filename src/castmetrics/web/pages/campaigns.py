@@ -9,7 +9,6 @@ campaign's stage, is posted to ``POST /v1/campaigns/{id}/transition``: the API d
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable
 from datetime import date
 from typing import Any, TypeVar
@@ -21,8 +20,8 @@ from fastapi.responses import Response
 from castmetrics import money
 from castmetrics.web.api import Api, ApiError
 from castmetrics.web.charts import Series, line_chart
-from castmetrics.web.pages.common import svg
-from castmetrics.web.session import PageError, SignedIn, Viewer, checked_form, field_of, page_error
+from castmetrics.web.pages.common import svg, uuid_or_404
+from castmetrics.web.session import SignedIn, Viewer, checked_form, field_of, page_error
 from castmetrics.web.templating import redirect, render
 
 router = APIRouter()
@@ -46,14 +45,6 @@ MATCHES_LIMIT = 20
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def _parsed_id(value: str, what: str) -> str:
-    """A path id as the API spells it; anything that is not a UUID is a page that does not exist."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise PageError(404, "Not found", f"There is no such {what}.") from None
 
 
 async def _allowed(call: Awaitable[T]) -> T | None:
@@ -164,7 +155,7 @@ async def sponsors(request: Request, viewer: SignedIn) -> Response:
 
 @router.get("/sponsors/{sponsor_id}")
 async def sponsor(request: Request, sponsor_id: str, viewer: SignedIn) -> Response:
-    sid = _parsed_id(sponsor_id, "sponsor")
+    sid = uuid_or_404(sponsor_id, "sponsor")
     api = viewer.api
     try:
         found, campaigns, matches = await asyncio.gather(
@@ -248,7 +239,7 @@ async def _campaign_context(viewer: Viewer, campaign_id: str, model: str) -> dic
 
 @router.get("/campaigns/{campaign_id}")
 async def campaign(request: Request, campaign_id: str, viewer: SignedIn, model: str | None = None) -> Response:
-    cid = _parsed_id(campaign_id, "campaign")
+    cid = uuid_or_404(campaign_id, "campaign")
     context = await _campaign_context(viewer, cid, _model_of(model))
     context["changed"] = request.query_params.get("changed") == "1"
     return render(request, "campaign.html", context, viewer=viewer)
@@ -259,7 +250,7 @@ async def change_stage(request: Request, campaign_id: str, viewer: SignedIn) -> 
     """Posts the chosen stage to the API's transition route: the API refuses a viewer (403 page) and
     an illegal change (409, shown on the campaign page with what was chosen)."""
     form = await checked_form(request)
-    cid = _parsed_id(campaign_id, "campaign")
+    cid = uuid_or_404(campaign_id, "campaign")
     stage, reason, model = field_of(form, "stage"), field_of(form, "reason"), _model_of(field_of(form, "model"))
     body: dict[str, str] = {"stage": stage}
     if reason:

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from castmetrics.web.pages.common import PERIODS, bars, metric_map, period_of, series_chart
+from castmetrics.web.pages.common import PERIODS, bars, days_of, metric_map, period_of, series_chart
 from castmetrics.web.session import SignedIn
 from castmetrics.web.templating import render
 
@@ -16,8 +16,8 @@ LISTENER_METRICS = ["downloads", "plays", "completes", "unique_listeners", "list
 
 
 @router.get("/")
-async def overview(request: Request, viewer: SignedIn, days: int | None = None) -> Response:
-    period = period_of(viewer, days)
+async def overview(request: Request, viewer: SignedIn, days: str | None = None) -> Response:
+    period = period_of(viewer, days_of(days))
     zone = viewer.zone.key
     base = "/v1/analytics/tenant"
     summary, listeners, downloads, listeners_series, top, podcasts = await asyncio.gather(

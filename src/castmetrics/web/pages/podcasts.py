@@ -7,8 +7,6 @@ they are asked (and labelled) in UTC. An id the tenant does not own is the API's
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,10 +15,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
-from castmetrics.web.api import ApiError
 from castmetrics.web.charts import Series, line_chart, number
-from castmetrics.web.pages.common import PERIODS, Period, bars, metric_map, period_of, series_chart, svg
-from castmetrics.web.session import PageError, SignedIn, Viewer, page_error
+from castmetrics.web.pages.common import (
+    PERIODS,
+    Period,
+    bars,
+    days_of,
+    gather_api,
+    metric_map,
+    period_of,
+    series_chart,
+    svg,
+    uuid_or_404,
+)
+from castmetrics.web.session import SignedIn, Viewer
 from castmetrics.web.templating import render
 
 router = APIRouter()
@@ -34,33 +42,6 @@ LAUNCH_ROWS = 10  # episodes in the launch table; the newest LAUNCH_LINES of the
 LAUNCH_LINES = 5
 TOP_LIMIT = 100  # the most top-episodes answers; beyond it an episode's downloads are unknown here
 BREAKDOWN_ROWS = 10
-
-
-def _id_of(raw: str, kind: str) -> uuid.UUID:
-    """The path's id; anything that is not a UUID is a page that does not exist (not a 422)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise PageError(404, "Not found", f"No such {kind}.") from None
-
-
-def _days_of(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        return None
-
-
-async def _gather(*calls: Awaitable[Any]) -> list[Any]:
-    """Independent API calls made at once. Every call finishes (nothing keeps running after the page),
-    then the first refusal in the order given decides the page: another tenant's id is the API's 404."""
-    answers = await asyncio.gather(*calls, return_exceptions=True)
-    for answer in answers:
-        if isinstance(answer, ApiError):
-            raise page_error(answer)
-        if isinstance(answer, BaseException):
-            raise answer
-    return list(answers)
 
 
 def clock(seconds: Any) -> str:
@@ -149,11 +130,11 @@ def _episode_rows(episodes: list[dict[str, Any]], top: dict[str, Any]) -> list[d
 
 @router.get("/podcasts/{podcast_id}")
 async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days: str | None = None) -> Response:
-    scope_id = _id_of(podcast_id, "podcast")
-    period = period_of(viewer, _days_of(days))
+    scope_id = uuid_or_404(podcast_id, "podcast")
+    period = period_of(viewer, days_of(days))
     zone = viewer.zone.key
     base = f"/v1/analytics/podcasts/{scope_id}"
-    podcast, episodes, summary, listeners, downloads, plays, launch, countries, apps, top = await _gather(
+    podcast, episodes, summary, listeners, downloads, plays, launch, countries, apps, top = await gather_api(
         viewer.api.get(f"/v1/podcasts/{scope_id}"),
         viewer.api.all_items(f"/v1/podcasts/{scope_id}/episodes"),
         *_analytics_calls(viewer, base, period),
@@ -199,11 +180,11 @@ async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days
 
 @router.get("/episodes/{episode_id}")
 async def episode_page(request: Request, viewer: SignedIn, episode_id: str, days: str | None = None) -> Response:
-    scope_id = _id_of(episode_id, "episode")
-    period = period_of(viewer, _days_of(days))
+    scope_id = uuid_or_404(episode_id, "episode")
+    period = period_of(viewer, days_of(days))
     zone = viewer.zone.key
     base = f"/v1/analytics/episodes/{scope_id}"
-    episode, summary, listeners, downloads, plays, events, countries, apps, devices, launch = await _gather(
+    episode, summary, listeners, downloads, plays, events, countries, apps, devices, launch = await gather_api(
         viewer.api.get(f"/v1/episodes/{scope_id}"),
         *_analytics_calls(viewer, base, period),
         viewer.api.get(f"{base}/breakdown", **period.params, tz=zone, by="event_type"),
@@ -213,7 +194,7 @@ async def episode_page(request: Request, viewer: SignedIn, episode_id: str, days
         viewer.api.get(f"{base}/launch"),
     )
     # The podcast's name for the link and its launch average to compare with: both need the episode first.
-    podcast, podcast_launch = await _gather(
+    podcast, podcast_launch = await gather_api(
         viewer.api.get(f"/v1/podcasts/{episode['podcast_id']}"),
         viewer.api.get(f"/v1/analytics/podcasts/{episode['podcast_id']}/launch", limit=1),
     )

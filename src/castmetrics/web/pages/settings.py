@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from castmetrics.web.api import ApiError
-from castmetrics.web.pages.workflows import gather_api, uuid_or_404
+from castmetrics.web.pages.common import gather_api, uuid_or_404
 from castmetrics.web.session import PageError, SignedIn, Viewer, checked_form, field_of, page_error
 from castmetrics.web.templating import redirect, render
 

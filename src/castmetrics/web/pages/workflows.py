@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from castmetrics.web.api import ApiError
-from castmetrics.web.session import PageError, SignedIn, Viewer, checked_form, field_of, page_error
+from castmetrics.web.pages.common import gather_api, page_url, uuid_or_404
+from castmetrics.web.session import SignedIn, Viewer, checked_form, field_of, page_error
 from castmetrics.web.templating import redirect, render
 
 router = APIRouter()
@@ -42,30 +42,6 @@ MAX_SHOWN_JSON = 2_000
 
 
 # --- helpers (also used by the settings pages) ----------------------------------------------------
-
-
-def uuid_or_404(value: str, what: str) -> str:
-    """The id of a path as the API spells it, or the 404 page for anything that is not a UUID."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise PageError(404, "Not found", f"There is no such {what}.") from None
-
-
-async def gather_api(*calls: Awaitable[Any]) -> list[Any]:
-    """Independent API calls at once; the first refusal becomes its error page (after all finished)."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, ApiError):
-            raise page_error(result)
-        if isinstance(result, BaseException):
-            raise result
-    return list(results)
-
-
-def page_url(path: str, **params: str | None) -> str:
-    query = urlencode({key: value for key, value in params.items() if value})
-    return f"{path}?{query}" if query else path
 
 
 def shown_json(value: Any) -> str:
