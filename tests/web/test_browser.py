@@ -176,7 +176,14 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         await shoot(page, "workflows")
         await page.locator("main table a").first.click()
         await page.wait_for_url("**/workflows/*")
-        await expect(page.locator("[data-testid=executions]")).to_be_visible()
+        workflow_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+        await page.get_by_role("button", name="Run now").click()
+        await page.wait_for_url(f"**/workflows/{workflow_id}*")
+        executions = (await api(f"/v1/workflows/{workflow_id}/executions"))["items"]
+        shown = page.locator("[data-testid=execution]")
+        await expect(shown).to_have_count(len(executions))
+        assert len(executions) >= 1
+        assert await shown.first.get_attribute("data-id") == executions[0]["id"]
         await shoot(page, "workflow")
 
         # --- settings -------------------------------------------------------------------------------------

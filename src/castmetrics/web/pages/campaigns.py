@@ -116,7 +116,7 @@ def _pacing_rows(
 
 def _days_chart(answer: dict[str, Any]) -> Any:
     points = [(date.fromisoformat(str(d["day"])[:10]), d["conversions"]) for d in answer.get("days", [])]
-    return svg(line_chart([Series("Conversions", points)], title="Conversions per day", height=200))
+    return svg(line_chart([Series("Conversions", points)], title="Conversions per day", width=1200, height=220))
 
 
 def _models(compare: dict[str, Any] | None, chosen: str) -> list[dict[str, Any]]:

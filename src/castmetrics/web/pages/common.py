@@ -49,10 +49,12 @@ def _bucket(point: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(point["bucket"]).replace("Z", "+00:00"))
 
 
-def series_chart(answers: list[tuple[str, dict[str, Any]]], title: str, height: int = 240) -> Markup:
+def series_chart(
+    answers: list[tuple[str, dict[str, Any]]], title: str, *, width: int = 640, height: int = 240
+) -> Markup:
     """A line chart of timeseries answers (each named), dated by their buckets' days."""
     series = [Series(name, [(_bucket(p).date(), p["value"]) for p in answer["points"]]) for name, answer in answers]
-    return svg(line_chart(series, title=title, height=height))
+    return svg(line_chart(series, title=title, width=width, height=height))
 
 
 def bars(items: list[tuple[str, float]], title: str) -> Markup:

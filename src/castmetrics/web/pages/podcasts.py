@@ -74,7 +74,7 @@ def launch_chart(episodes: list[dict[str, Any]], average: dict[str, Any] | None,
     series = [Series(_short(item["title"]), [(n, item.get(f"day_{n}")) for n in LAUNCH_WINDOWS]) for item in episodes]
     if average is not None:
         series.append(Series("Average", [(n, average.get(f"day_{n}")) for n in LAUNCH_WINDOWS]))
-    width = max(640, 60 + 140 * len(series))  # room for the legend, one entry per line
+    width = max(1000, 60 + 140 * len(series))  # room for the legend, one entry per line
 
     def day_label(x: Any) -> str:
         return f"day {number(float(x))}"
@@ -157,7 +157,10 @@ async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days
         "kpi_labels": KPI_LABELS,
         "metrics": metric_map(summary) | metric_map(listeners),
         "activity_chart": series_chart(
-            [("Downloads", downloads), ("Plays", plays)], f"Downloads and plays per day ({zone})"
+            [("Downloads", downloads), ("Plays", plays)],
+            f"Downloads and plays per day ({zone})",
+            width=1200,
+            height=260,
         ),
         "launch": launch,
         "launch_rows": launched,
@@ -213,7 +216,10 @@ async def episode_page(request: Request, viewer: SignedIn, episode_id: str, days
         "kpi_labels": KPI_LABELS,
         "metrics": metric_map(summary) | metric_map(listeners),
         "activity_chart": series_chart(
-            [("Downloads", downloads), ("Plays", plays)], f"Downloads and plays per day ({zone})"
+            [("Downloads", downloads), ("Plays", plays)],
+            f"Downloads and plays per day ({zone})",
+            width=1200,
+            height=260,
         ),
         "events_chart": events_chart,
         "events": event_items,
