@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -166,3 +167,18 @@ async def test_cookies_are_secure_behind_a_trusted_https_proxy(settings, db, own
             page = await http.get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"})
         cookie = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith(CSRF_COOKIE))
         assert ("Secure" in cookie) is secure, (trusted, cookie)
+
+
+async def test_pages_loaded_at_once_with_an_expired_session_renew_it_once(app, client, make_team) -> None:
+    team = await make_team()
+    await sign_in(client, team.emails["owner"])
+    access, _, refresh = client.cookies[SESSION_COOKIE].strip('"').partition("|")
+    expired = {"Cookie": f"{SESSION_COOKIE}={access[:-6]}AAAAAA|{refresh}"}
+    async with asgi_client(app) as fresh:
+        answers = await asyncio.gather(*(fresh.get(path, headers=expired) for path in ("/", "/?days=7", "/?days=90")))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    renewed = {a.cookies.get(SESSION_COOKIE) for a in answers}
+    assert len(renewed) == 1  # one renewal, shared: the API saw the refresh token used once
+    new_refresh = renewed.pop().strip('"').split("|")[1]
+    again = await client.post("/v1/auth/refresh", json={"refresh_token": new_refresh})
+    assert again.status_code == 200  # the login was not revoked as a reuse

@@ -68,7 +68,7 @@ async def test_a_tour_of_the_dashboard_in_chromium(
     demo = await seed_demo(owner_db, db, settings)
     logins = {role: (email, password) for role, email, password in demo.logins}
     async with httpx.AsyncClient(base_url=live_server, timeout=60) as http:
-        token = (await http.post("/v1/auth/login", json=dict(zip(("email", "password"), logins["owner"], strict=True))))
+        token = await http.post("/v1/auth/login", json=dict(zip(("email", "password"), logins["owner"], strict=True)))
         http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
         async def api(path: str, **params: Any) -> Any:

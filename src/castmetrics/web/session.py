@@ -9,6 +9,7 @@ HttpOnly cookie (the signed double-submit pattern); a cross-site form can neithe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -159,6 +161,28 @@ class Viewer:
         return csrf_token(self.request)
 
 
+# Pages loaded at once with the same expired session (two tabs, a reload) must not each use the refresh
+# token: the second use would look like theft to the API, which then revokes the whole login. So within
+# a process, one renewal per refresh token is made and its result shared for a few seconds.
+_RENEWED: TTLCache[str, TokenPair] = TTLCache(maxsize=10_000, ttl=15)
+_RENEWING: dict[str, asyncio.Lock] = {}
+
+
+async def _renew(request: Request, refresh: str) -> TokenPair:
+    key = hashlib.sha256(refresh.encode()).hexdigest()
+    lock = _RENEWING.setdefault(key, asyncio.Lock())
+    try:
+        async with lock:
+            pair = _RENEWED.get(key)
+            if pair is None:
+                pair = await identity.refresh(get_database(request), settings_of(request), refresh)
+                _RENEWED[key] = pair
+            return pair
+    finally:
+        if not lock.locked():
+            _RENEWING.pop(key, None)
+
+
 async def _valid_pair(request: Request) -> tuple[str, str] | None:
     raw = request.cookies.get(SESSION_COOKIE, "")
     access, _, refresh = raw.partition("|")
@@ -171,7 +195,7 @@ async def _valid_pair(request: Request) -> tuple[str, str] | None:
     except DomainError:
         pass
     try:  # the access token has expired: renew the pair once, like a client would
-        pair = await identity.refresh(get_database(request), settings_of(request), refresh)
+        pair = await _renew(request, refresh)
     except DomainError:
         return None
     request.state.renewed_session = pair
