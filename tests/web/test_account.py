@@ -182,3 +182,31 @@ async def test_pages_loaded_at_once_with_an_expired_session_renew_it_once(app, c
     new_refresh = renewed.pop().strip('"').split("|")[1]
     again = await client.post("/v1/auth/refresh", json={"refresh_token": new_refresh})
     assert again.status_code == 200  # the login was not revoked as a reuse
+
+
+async def test_a_dead_session_cookie_leads_to_the_login_form_not_a_loop(client, make_team) -> None:
+    team = await make_team()
+    await sign_in(client, team.emails["owner"])
+    _, _, refresh = client.cookies[SESSION_COOKIE].strip('"').partition("|")
+    await client.post("/v1/auth/logout", json={"refresh_token": refresh})  # the login ends elsewhere
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, f"expired.token.here|{refresh}", domain="testserver.local")
+    home = await client.get("/")
+    assert home.status_code == 303 and home.headers["location"] == "/login"
+    assert any(v.startswith(f'{SESSION_COOKIE}=""') for k, v in home.headers.multi_items() if k == "set-cookie")
+    client.cookies.set(SESSION_COOKIE, f"expired.token.here|{refresh}", domain="testserver.local")
+    login = await client.get("/login")
+    assert login.status_code == 200 and 'name="password"' in login.text
+
+
+async def test_the_csrf_token_of_before_sign_in_is_worthless_after_it(client, make_team) -> None:
+    team = await make_team()
+    before = csrf_of((await client.get("/login")).text)
+    signed = await client.post(
+        "/login", data={"csrf_token": before, "email": team.emails["owner"], "password": PASSWORD, "next": "/"}
+    )
+    assert signed.status_code == 303
+    assert any(v.startswith(f"{CSRF_COOKIE}=") for k, v in signed.headers.multi_items() if k == "set-cookie")
+    out = await client.post("/logout", data={"csrf_token": before})
+    assert out.status_code == 403
+    assert (await client.get("/")).status_code == 200  # still signed in

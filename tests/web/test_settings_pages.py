@@ -346,3 +346,11 @@ async def test_foreign_and_bad_ids_are_404(client: httpx.AsyncClient, make_team,
     assert foreign_role.status_code == 422 and "roles do not exist" in foreign_role.text
     assert (await api(client, team, f"/v1/users/{team.user_ids['viewer']}"))["roles"] == ["viewer"]
     assert (await client.get("/v1/me", headers={"Authorization": f"Bearer {their_key['key']}"})).status_code == 200
+
+
+async def test_a_flag_name_with_a_line_break_is_not_a_flag(client: httpx.AsyncClient, make_team, pages) -> None:  # type: ignore[no-untyped-def]
+    team: Team = await make_team()
+    http = await pages(team, "owner")
+    csrf = csrf_of((await http.get("/settings/flags")).text)
+    answer = await http.post("/settings/flags/abc%0A", data={"csrf_token": csrf, "enabled": "true"})
+    assert answer.status_code == 404

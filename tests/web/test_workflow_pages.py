@@ -274,3 +274,18 @@ async def test_bad_unknown_and_foreign_ids_are_404(client: httpx.AsyncClient, ma
         assert refused.status_code == 404, url
     assert (await api_workflow(client, other, theirs["id"]))["enabled"] is True
     assert [e["status"] for e in (await api_executions(client, other, theirs["id"]))["items"]] == ["pending"]
+
+
+async def test_a_test_payload_that_is_not_plain_json_is_refused_on_the_page(
+    client: httpx.AsyncClient, make_team, pages
+) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    team: Team = await make_team()
+    workflow = await create_workflow(client, team)
+    http = await pages(team, "admin")
+    base = f"/workflows/{workflow['id']}"
+    csrf = csrf_of((await http.get(base)).text)
+    for payload in ('{"a": NaN}', '"\\ud800"', "[" * 5000, '{"x": "\\ud800"}', "[1, 2]", "not json"):
+        answer = await http.post(f"{base}/run", data={"csrf_token": csrf, "payload": payload})
+        assert answer.status_code == 422, (payload, answer.status_code)
+        assert "must be a JSON object" in answer.text
+    assert (await api_executions(client, team, workflow["id"]))["items"] == []

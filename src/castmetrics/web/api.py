@@ -8,6 +8,7 @@ through an ASGI transport straight into this application.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ import httpx
 from starlette.applications import Starlette
 
 INTERNAL_BASE = "http://dashboard.internal"
+# At most this many of one page's API calls run at once: each holds a database connection.
+CALLS_AT_ONCE = 4
 Params = Mapping[str, str | int | float | list[str] | None]
 
 
@@ -45,10 +48,12 @@ class Api:
     def __init__(self, app: Starlette, token: str) -> None:
         self._client = _client(app)
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._slots = asyncio.Semaphore(CALLS_AT_ONCE)
 
     async def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None) -> Any:
         clean = {key: value for key, value in (params or {}).items() if value is not None}
-        response = await self._client.request(method, path, params=clean, json=json, headers=self._headers)
+        async with self._slots:
+            response = await self._client.request(method, path, params=clean, json=json, headers=self._headers)
         if response.status_code >= 400:
             try:
                 problem = response.json()

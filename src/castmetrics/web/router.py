@@ -8,8 +8,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from castmetrics.errors import NotFound
+from castmetrics.web.api import ApiError
 from castmetrics.web.pages import account, campaigns, overview, podcasts, settings, workflows
-from castmetrics.web.session import LoginRequired, PageError, login_url
+from castmetrics.web.session import LoginRequired, PageError, clear_session, login_url, page_error
 from castmetrics.web.templating import redirect, render
 
 router = APIRouter(include_in_schema=False)
@@ -30,7 +31,15 @@ async def static(name: str) -> Response:
 
 async def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
-    return redirect(request, login_url(exc.next_path))
+    response = redirect(request, login_url(exc.next_path))
+    clear_session(response)  # a dead session must not send the login page back here
+    return response
+
+
+async def _api_refusal(request: Request, exc: Exception) -> Response:
+    """An API answer a page did not expect: its error page, never a bare 500."""
+    assert isinstance(exc, ApiError)
+    return await _page_error(request, page_error(exc))
 
 
 async def _page_error(request: Request, exc: Exception) -> Response:
@@ -42,3 +51,4 @@ async def _page_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(PageError, _page_error)
+    app.add_exception_handler(ApiError, _api_refusal)

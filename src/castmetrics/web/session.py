@@ -60,7 +60,9 @@ def page_error(error: ApiError) -> PageError:
 
 
 def secure_cookies(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Secure over HTTPS: the request's own scheme (a trusted proxy's X-Forwarded-Proto counts), or a
+    public address that is https (so a proxy left out of the trusted list cannot make them plain)."""
+    return request.url.scheme == "https" or settings_of(request).public_url.startswith("https://")
 
 
 # --- CSRF ------------------------------------------------------------------------------------------
@@ -203,8 +205,14 @@ async def _valid_pair(request: Request) -> tuple[str, str] | None:
 
 
 def _next_path(request: Request) -> str:
+    if request.method != "GET":
+        return "/"  # a form's target cannot be opened after signing in
     query = f"?{request.url.query}" if request.url.query else ""
     return f"{request.url.path}{query}"
+
+
+async def has_session(request: Request) -> bool:
+    return await _valid_pair(request) is not None
 
 
 async def current_viewer(request: Request) -> Viewer:

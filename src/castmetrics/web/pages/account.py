@@ -23,6 +23,7 @@ from castmetrics.web.session import (
     checked_form,
     clear_session,
     field_of,
+    has_session,
     rotate_csrf,
     safe_next,
     secure_cookies,
@@ -38,8 +39,9 @@ def _client_addr(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _signed_in(request: Request, response: Response, pair: Any, zone_name: str) -> Response:
-    rotate_csrf(request)
+def _signed_in(request: Request, target: str, pair: Any, zone_name: str) -> Response:
+    rotate_csrf(request)  # before the response is made, which sets the new nonce
+    response = redirect(request, target)
     set_session(request, response, pair)
     if zone_named(zone_name) is not None:
         response.set_cookie(
@@ -59,7 +61,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query's name
-    if request.cookies.get(SESSION_COOKIE) and next is None:
+    if next is None and request.cookies.get(SESSION_COOKIE) and await has_session(request):
         return redirect(request, "/")
     return render(request, "login.html", {"next": safe_next(next), "title": "Sign in"})
 
@@ -69,14 +71,14 @@ async def login(request: Request) -> Response:
     form = await checked_form(request)
     email, password, next_path = field_of(form, "email"), str(form.get("password") or ""), field_of(form, "next")
     context = {"next": safe_next(next_path), "email": email, "title": "Sign in"}
-    if not email or not password:
+    if not email or not password or len(email) > 320 or "\x00" in email + password:
         return render(request, "login.html", {**context, "error": "Enter your email and password."}, status=422)
     try:
         pair = await identity.login(get_database(request), settings_of(request), email, password, _client_addr(request))
     except DomainError as exc:
         status = 429 if exc.code == "rate-limited" else 401
         return render(request, "login.html", {**context, "error": exc.detail}, status=status)
-    return _signed_in(request, redirect(request, safe_next(next_path)), pair, field_of(form, "tz"))
+    return _signed_in(request, safe_next(next_path), pair, field_of(form, "tz"))
 
 
 @router.post("/logout")
@@ -109,7 +111,7 @@ async def signup(request: Request) -> Response:
     except DomainError as exc:
         status = 409 if exc.code == "conflict" else 422
         return render(request, "signup.html", {**context, "error": exc.detail}, status=status)
-    return _signed_in(request, redirect(request, "/?welcome=1"), pair, field_of(form, "tz"))
+    return _signed_in(request, "/?welcome=1", pair, field_of(form, "tz"))
 
 
 @router.get("/forgot-password")
@@ -171,4 +173,4 @@ async def accept_invite(request: Request) -> Response:
     except DomainError as exc:
         context = {"title": "Join your team", "token": token, "error": exc.detail}
         return render(request, "accept_invite.html", context, status=422)
-    return _signed_in(request, redirect(request, "/"), pair, field_of(form, "tz"))
+    return _signed_in(request, "/", pair, field_of(form, "tz"))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from castmetrics.web.pages.common import PERIODS, bars, days_of, metric_map, period_of, series_chart
+from castmetrics.web.pages.common import PERIODS, bars, days_of, gather_api, metric_map, period_of, series_chart
 from castmetrics.web.session import SignedIn
 from castmetrics.web.templating import render
 
@@ -20,7 +18,7 @@ async def overview(request: Request, viewer: SignedIn, days: str | None = None) 
     period = period_of(viewer, days_of(days))
     zone = viewer.zone.key
     base = "/v1/analytics/tenant"
-    summary, listeners, downloads, listeners_series, top, podcasts = await asyncio.gather(
+    summary, listeners, downloads, listeners_series, top, podcasts = await gather_api(
         viewer.api.get(f"{base}/summary", **period.params, tz=zone, metric=LISTENER_METRICS),
         # IAB listeners are counted per UTC day, so they are asked for (and labelled) in UTC.
         viewer.api.get(f"{base}/summary", **period.params, metric=["listeners"]),

@@ -218,7 +218,7 @@ async def flags_page(request: Request, viewer: SignedIn) -> Response:
 
 
 def _flag_name(name: str) -> str:
-    if not FLAG_NAME.match(name):
+    if not FLAG_NAME.fullmatch(name):
         raise PageError(404, "Not found", "There is no such feature flag.")
     return name
 

@@ -44,6 +44,10 @@ MAX_SHOWN_JSON = 2_000
 # --- helpers (also used by the settings pages) ----------------------------------------------------
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def shown_json(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return text if len(text) <= MAX_SHOWN_JSON else f"{text[:MAX_SHOWN_JSON]}…"
@@ -215,8 +219,9 @@ async def run_workflow(request: Request, workflow_id: str, viewer: SignedIn) -> 
     wid = uuid_or_404(workflow_id, "workflow")
     raw = field_of(form, "payload") or "{}"
     try:
-        payload = json.loads(raw)
-    except ValueError:
+        payload = json.loads(raw, parse_constant=_no_constant)
+        json.dumps(payload, allow_nan=False, ensure_ascii=False).encode()  # what httpx will send must encode
+    except (ValueError, RecursionError, UnicodeError):
         payload = None
     if not isinstance(payload, dict):
         detail = 'The test payload must be a JSON object, such as {} or {"go": true}.'
