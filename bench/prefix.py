@@ -31,6 +31,9 @@ from castmetrics.db.embedded import EmbeddedPostgres
 
 AGENT = "AppleCoreMedia/1.0.0.20E252 (iPhone; U; CPU OS 16_4_1 like Mac OS X; en_us)"
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+# Each server gets this much traffic first, unmeasured: a production server has long been warm (its
+# caches filled, its start-up garbage frozen out of the collector), a freshly started one has not.
+WARM_UP = int(os.environ.get("BENCH_WARM_UP_SECONDS", "3"))
 CONNECTIONS = 64
 RESULTS = Path(__file__).parent / "results" / "prefix.json"
 
@@ -75,11 +78,11 @@ end
 """
 
 
-def _wrk(url: str) -> dict[str, Any]:
+def _wrk(url: str, seconds: int = DURATION) -> dict[str, Any]:
     script = Path(tempfile.mkdtemp()) / "clients.lua"
     script.write_text(LUA % ", ".join(json.dumps(agent) for agent in AGENTS))
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         check=True,
         capture_output=True,
         text=True,
@@ -96,6 +99,17 @@ def _wrk(url: str) -> dict[str, Any]:
         "p99_ms": float(p99.group(1)) * scale,
         "bad_responses": int(errors.group(1)) if errors else 0,
     }
+
+
+def _settled(owner_url: str) -> int:
+    """The stored count once the warm-up's last records are written (unchanged for a second)."""
+    count = _stored(owner_url)
+    while True:
+        time.sleep(1.0)
+        now = _stored(owner_url)
+        if now == count:
+            return count
+        count = now
 
 
 def _seed(owner_url: str) -> str:
@@ -162,6 +176,7 @@ def main() -> None:
             )  # fmt: skip
             try:
                 _wait(f"http://127.0.0.1:{port}{path}", reference)
+                _wrk(f"http://127.0.0.1:{port}{path}", WARM_UP)
                 runs["reference"].append(_wrk(f"http://127.0.0.1:{port}{path}"))
             finally:
                 _stop(reference)
@@ -170,7 +185,8 @@ def main() -> None:
             prefix = _serve([sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "2"], env)
             try:
                 _wait(f"http://127.0.0.1:{port}/healthz", prefix)
-                before = _stored(owner_url)
+                _wrk(f"http://127.0.0.1:{port}{path}", WARM_UP)
+                before = _settled(owner_url)
                 result = _wrk(f"http://127.0.0.1:{port}{path}")
                 deadline = time.monotonic() + 60
                 while _stored(owner_url) - before < result["requests"] and time.monotonic() < deadline:
@@ -192,6 +208,10 @@ def main() -> None:
         }
         report = {
             "runs": runs,
+            "warm_up_s": WARM_UP,
+            "ratio_per_round": [
+                round(p["rate"] / r["rate"], 3) for p, r in zip(runs["prefix"], runs["reference"], strict=True)
+            ],
             "reference_rate": best_ref["rate"],
             "prefix_rate": best["rate"],
             "ratio": round(ratio, 3),
