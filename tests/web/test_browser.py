@@ -77,6 +77,11 @@ async def test_a_tour_of_the_dashboard_in_chromium(
             return answer.json()
 
         context, page = await _sign_in(browser, live_server, *logins["owner"])
+        visited: list[tuple[str, str]] = []  # (path, name): each is shot again on a phone-sized screen
+
+        async def shot(name: str) -> None:
+            await shoot(page, name)
+            visited.append((page.url.removeprefix(live_server), name))
 
         # --- overview: the tenant's numbers in the browser's zone, equal to the API's ---------------
         await page.goto("/")
@@ -96,8 +101,7 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         assert await shown_top.count() == len(top["items"]) > 0
         assert _close(await _number(page, "[data-testid=top-episodes] td.num"), top["items"][0]["value"])
         await expect(page.locator("svg.chart").first).to_be_visible()
-        await shoot(page, "overview")
-        await _phone_shot(browser, context, live_server, "/", "overview")
+        await shot("overview")
 
         # --- a podcast and one of its episodes -----------------------------------------------------
         await page.locator("[data-testid=podcasts] a").first.click()
@@ -107,26 +111,26 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         downloads = next(m["value"] for m in podcast_summary["metrics"] if m["metric"] == "downloads")
         assert _close(await _number(page, ".kpi[data-metric=downloads] .value"), downloads)
         await expect(page.locator("[data-testid=launch]")).to_be_visible()
-        await shoot(page, "podcast")
+        await shot("podcast")
         await page.locator("[data-testid=episodes] a").first.click()
         await page.wait_for_url("**/episodes/*")
         episode_id = page.url.rsplit("/", 1)[-1].split("?")[0]
         episode_summary = await api(f"/v1/analytics/episodes/{episode_id}/summary", **span, tz=ZONE)
         plays = next(m["value"] for m in episode_summary["metrics"] if m["metric"] == "plays")
         assert _close(await _number(page, ".kpi[data-metric=plays] .value"), plays)
-        await shoot(page, "episode")
+        await shot("episode")
 
         # --- sponsors ---------------------------------------------------------------------------------
         await page.goto("/sponsors")
         await expect(page.get_by_role("link", name="Brightline Mattresses")).to_be_visible()
-        await shoot(page, "sponsors")
+        await shot("sponsors")
         await page.get_by_role("link", name="Brightline Mattresses").click()
         await page.wait_for_url("**/sponsors/*")
-        await shoot(page, "sponsor")
+        await shot("sponsor")
 
         # --- campaigns: pacing, the five models side by side, switching, changing the stage -----------
         await page.goto("/campaigns")
-        await shoot(page, "campaigns")
+        await shot("campaigns")
         await page.get_by_role("link", name="Always-on host reads").click()
         await page.wait_for_url("**/campaigns/*")
         campaign_id = page.url.rsplit("/", 1)[-1].split("?")[0]
@@ -143,13 +147,12 @@ async def test_a_tour_of_the_dashboard_in_chromium(
                 shown = await _number(page, f"{card} [data-field={field}]")
                 assert _close(shown, answer[field]), (answer["model"], field, shown, answer[field])
         await expect(page.locator(".model.selected")).to_have_attribute("data-model", "last_touch")
-        await shoot(page, "campaign")
-        await _phone_shot(browser, context, live_server, page.url.removeprefix(live_server), "campaign")
+        await shot("campaign")
         for model in ("linear", "time_decay", "first_touch"):
             await page.locator("#model-form select[name=model]").select_option(model)
             await page.wait_for_url(f"**model={model}*")
             await expect(page.locator(".model.selected")).to_have_attribute("data-model", model)
-        await shoot(page, "campaign-first-touch")
+        await shot("campaign-first-touch")
 
         await page.goto("/campaigns")
         await page.get_by_role("link", name="Holiday push").click()
@@ -169,11 +172,11 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         await expect(page.locator("[data-testid=stage]")).to_have_text("active")
         assert (await api(f"/v1/campaigns/{holiday}"))["stage"] == "active"
         assert asked, "changing the stage asks for confirmation first"
-        await shoot(page, "campaign-stage-changed")
+        await shot("campaign-stage-changed")
 
         # --- workflows and their executions --------------------------------------------------------------
         await page.goto("/workflows")
-        await shoot(page, "workflows")
+        await shot("workflows")
         await page.locator("main table a").first.click()
         await page.wait_for_url("**/workflows/*")
         workflow_id = page.url.rsplit("/", 1)[-1].split("?")[0]
@@ -184,16 +187,20 @@ async def test_a_tour_of_the_dashboard_in_chromium(
         await expect(shown).to_have_count(len(executions))
         assert len(executions) >= 1
         assert await shown.first.get_attribute("data-id") == executions[0]["id"]
-        await shoot(page, "workflow")
+        await shot("workflow")
 
         # --- settings -------------------------------------------------------------------------------------
         for tab in ("users", "api-keys", "flags", "usage", "billing"):
             await page.goto(f"/settings/{tab}")
             assert page.url.endswith(f"/settings/{tab}")
             await expect(page.locator("h1")).to_be_visible()
-            await shoot(page, f"settings-{tab}")
+            await shot(f"settings-{tab}")
         usage = await api("/v1/tenant/usage")
         assert usage  # the usage tab's figures are checked against the API in test_settings_pages
+
+        # --- every page on a phone-sized screen: nothing wider than the screen, the menu behind a button ----
+        for path, name in visited:
+            await _phone_shot(browser, context, live_server, path, name)
 
         # --- keyboard: the first Tab reaches the skip link, which leads to the content --------------------
         await page.goto("/")
