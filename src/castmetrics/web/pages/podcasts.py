@@ -104,6 +104,24 @@ def _analytics_calls(viewer: Viewer, base: str, period: Period) -> list[Awaitabl
     ]
 
 
+def _analytics_context(
+    period: Period, zone: str, summary: Any, listeners: Any, downloads: Any, plays: Any
+) -> dict[str, Any]:
+    """What the podcast and episode pages show alike: the period, the KPIs and the daily chart."""
+    return {
+        "period": period,
+        "periods": PERIODS,
+        "kpi_labels": KPI_LABELS,
+        "metrics": metric_map(summary) | metric_map(listeners),
+        "activity_chart": series_chart(
+            [("Downloads", downloads), ("Plays", plays)],
+            f"Downloads and plays per day ({zone})",
+            width=1200,
+            height=260,
+        ),
+    }
+
+
 def _episode_rows(episodes: list[dict[str, Any]], top: dict[str, Any]) -> list[dict[str, Any]]:
     """Every episode, newest publication first (unpublished last), with its downloads in the period."""
     downloads = {str(item["episode_id"]): item["value"] for item in top["items"]}
@@ -152,16 +170,7 @@ async def podcast_page(request: Request, viewer: SignedIn, podcast_id: str, days
         "podcast": podcast,
         "feed_url": web_link(podcast.get("rss_feed_url")),
         "website_url": web_link(podcast.get("website_url")),
-        "period": period,
-        "periods": PERIODS,
-        "kpi_labels": KPI_LABELS,
-        "metrics": metric_map(summary) | metric_map(listeners),
-        "activity_chart": series_chart(
-            [("Downloads", downloads), ("Plays", plays)],
-            f"Downloads and plays per day ({zone})",
-            width=1200,
-            height=260,
-        ),
+        **_analytics_context(period, zone, summary, listeners, downloads, plays),
         "launch": launch,
         "launch_rows": launched,
         "launch_chart": launch_chart(
@@ -211,16 +220,7 @@ async def episode_page(request: Request, viewer: SignedIn, episode_id: str, days
         "episode": episode,
         "duration": clock(episode.get("duration_seconds")),
         "podcast": podcast,
-        "period": period,
-        "periods": PERIODS,
-        "kpi_labels": KPI_LABELS,
-        "metrics": metric_map(summary) | metric_map(listeners),
-        "activity_chart": series_chart(
-            [("Downloads", downloads), ("Plays", plays)],
-            f"Downloads and plays per day ({zone})",
-            width=1200,
-            height=260,
-        ),
+        **_analytics_context(period, zone, summary, listeners, downloads, plays),
         "events_chart": events_chart,
         "events": event_items,
         "countries_chart": countries_chart,
