@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from sqlalchemy import text
@@ -92,3 +93,48 @@ async def test_an_unreachable_database_answers_503_with_retry_after(
     assert response.headers["Retry-After"] == "5"
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "SELECT" not in response.text
+
+
+def padded_batch(events: list[dict[str, object]], size: int) -> bytes:
+    """``events`` as a JSON array padded with trailing whitespace (still valid JSON) to ``size`` bytes."""
+    body = json.dumps(events, separators=(",", ":")).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+async def test_the_event_body_limit_refuses_one_byte_over_and_stores_nothing(
+    settings: Settings, catalog: Catalog, db: Database, owner_db: Database
+) -> None:
+    """Event routes take bodies up to ``events_max_body_bytes`` (10 MB by default; 4 KiB here so the
+    bodies stay small): one byte over answers 413 problem+json, whether the length is declared or the
+    body is streamed, and nothing is stored; a body of exactly the limit is ingested."""
+    # given: an app whose event routes accept at most 4 KiB, and one batch of events
+    limit = 4096
+    small = settings.model_copy(update={"events_max_body_bytes": limit})
+    events = [listener_event(catalog.episode_ids[0]) for _ in range(5)]
+    headers = {**catalog.team.auth("owner"), "Content-Type": "application/json"}
+    over, at_limit = padded_batch(events, limit + 1), padded_batch(events, limit)
+
+    async def streamed(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    async with asgi_client(create_app(small, database=db, admin_database=owner_db)) as limited:
+        # when: the batch comes one byte over the limit, with its Content-Length and streamed without one
+        declared = await limited.post("/v1/events/listener", content=over, headers=headers)
+        chunked = await limited.post("/v1/events/listener", content=streamed(over), headers=headers)
+        # then: both are refused as too large, and no event is stored
+        for refused in (declared, chunked):
+            assert refused.status_code == 413, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["status"] == 413
+            assert str(limit) in refused.json()["detail"]
+        assert declared.json()["limit"] == limit
+        assert await count_events(db, catalog.team.tenant_id) == 0
+
+        # when: the same batch comes at exactly the limit
+        accepted = await limited.post("/v1/events/listener", content=at_limit, headers=headers)
+    # then: it is processed normally and every event is stored
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json() == {"accepted": 5, "duplicates": 0, "rejected": []}
+    assert await count_events(db, catalog.team.tenant_id) == 5
