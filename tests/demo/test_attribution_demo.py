@@ -21,8 +21,11 @@ from castmetrics.sponsorship import pacing
 from castmetrics.sponsorship.models import Booking, Campaign
 from tests.conftest import drop_partitions_keeping
 
-DAYS = 30  # the host reads started 45 days ago, the holiday push 15: both show in a month of listening
-EVENTS = 30_000
+# The host reads started 45 days ago, the holiday push 15. Listening must start before the host reads
+# began, or listeners first heard within the window could meet the push first; with 30 days and 30,000
+# events the share of first touches held by the host reads varied from 0.54 to 1.0 from run to run.
+DAYS = 60
+EVENTS = 50_000
 
 
 @pytest.fixture
@@ -125,7 +128,8 @@ async def test_demo_campaigns_deliver_ads_conversions_and_pacing_once(
         by_pacing = await pacing.campaign_pacing(session, host_reads, now=now)
     share = {model: split["Always-on host reads"] / sum(split.values()) for model, split in credit.items()}
     assert sum(credit["first_touch"].values()) >= 10, credit
-    assert share["first_touch"] > 0.8 and share["last_touch"] < 0.2, credit
+    # A story, not a statistic: 40-odd conversions, so the bounds leave room (seen: first 0.78-1.0, last 0-0.14).
+    assert share["first_touch"] > 0.65 and share["last_touch"] < 0.25, credit
     assert share["time_decay"] < share["linear"] and share["time_decay"] < 0.5, credit
     for model in ("linear", "position_based", "time_decay"):
         assert share["last_touch"] < share[model] < share["first_touch"], credit
