@@ -355,3 +355,24 @@ async def test_missing_malformed_and_foreign_ids_are_404_pages(
         posted = await http.post(f"/campaigns/{campaign_id}/stage", data={"csrf_token": token, "stage": "active"})
         assert posted.status_code == 404
     assert (await api(client, stranger, f"/v1/campaigns/{theirs}"))["stage"] == "draft"
+
+
+async def test_the_sponsor_report_downloads_with_the_session(
+    client: httpx.AsyncClient, world: World, pages, make_team
+) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    http = await pages(world.team, "analyst")
+    page = await http.get(f"/campaigns/{world.active}")
+    assert f'href="/campaigns/{world.active}/report?format=pdf"' in page.text
+    pdf = await http.get(f"/campaigns/{world.active}/report", params={"format": "pdf"})
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF") and "attachment" in pdf.headers["content-disposition"]
+    shown = await http.get(f"/campaigns/{world.active}/report", params={"format": "json"})
+    expected = (await api(client, world.team, f"/v1/campaigns/{world.active}/report"))["pacing"]
+    delivered = {b["booking_id"]: b["delivered"] for b in shown.json()["pacing"]["bookings"]}
+    assert delivered == {b["booking_id"]: b["delivered"] for b in expected["bookings"]} and delivered
+    csv = await http.get(f"/campaigns/{world.active}/report", params={"format": "csv"})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert (await http.get(f"/campaigns/{world.active}/report", params={"format": "exe"})).status_code == 404
+    stranger: Team = await make_team()
+    foreign = await (await pages(stranger, "owner")).get(f"/campaigns/{world.active}/report")
+    assert foreign.status_code == 404 and foreign.headers["content-type"].startswith("text/html")

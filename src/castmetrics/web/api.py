@@ -42,6 +42,15 @@ def _client(app: Starlette) -> httpx.AsyncClient:
     return client
 
 
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"title": response.reason_phrase}
+        raise ApiError(response.status_code, problem if isinstance(problem, dict) else {})
+
+
 class Api:
     """The API as one signed-in user sees it."""
 
@@ -54,15 +63,18 @@ class Api:
         clean = {key: value for key, value in (params or {}).items() if value is not None}
         async with self._slots:
             response = await self._client.request(method, path, params=clean, json=json, headers=self._headers)
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase}
-            raise ApiError(response.status_code, problem if isinstance(problem, dict) else {})
+        _raise_for(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    async def download(self, path: str, **params: Any) -> httpx.Response:
+        """A non-JSON answer (a PDF or CSV report) as the API sent it."""
+        clean = {key: value for key, value in params.items() if value is not None}
+        async with self._slots:
+            response = await self._client.get(path, params=clean, headers={**self._headers, "Accept": "*/*"})
+        _raise_for(response)
+        return response
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)

@@ -21,7 +21,7 @@ from castmetrics import money
 from castmetrics.web.api import Api, ApiError
 from castmetrics.web.charts import Series, line_chart
 from castmetrics.web.pages.common import svg, uuid_or_404
-from castmetrics.web.session import SignedIn, Viewer, checked_form, field_of, page_error
+from castmetrics.web.session import PageError, SignedIn, Viewer, checked_form, field_of, page_error
 from castmetrics.web.templating import redirect, render
 
 router = APIRouter()
@@ -243,6 +243,22 @@ async def campaign(request: Request, campaign_id: str, viewer: SignedIn, model: 
     context = await _campaign_context(viewer, cid, _model_of(model))
     context["changed"] = request.query_params.get("changed") == "1"
     return render(request, "campaign.html", context, viewer=viewer)
+
+
+REPORT_FORMATS = ("pdf", "csv", "json")
+
+
+@router.get("/campaigns/{campaign_id}/report")
+async def report(request: Request, campaign_id: str, viewer: SignedIn, format: str = "pdf") -> Response:  # noqa: A002
+    """The campaign's sponsor report, as the API's report route answers it, with the session."""
+    cid = uuid_or_404(campaign_id, "campaign")
+    if format not in REPORT_FORMATS:
+        raise PageError(404, "Not found", f"Reports come as {', '.join(REPORT_FORMATS)}.")
+    answer = await viewer.api.download(f"/v1/campaigns/{cid}/report", format=format)
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if "content-disposition" in answer.headers:
+        headers["Content-Disposition"] = answer.headers["content-disposition"]
+    return Response(answer.content, media_type=answer.headers.get("content-type"), headers=headers)
 
 
 @router.post("/campaigns/{campaign_id}/stage")
