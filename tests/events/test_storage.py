@@ -228,3 +228,39 @@ async def test_start_up_prepares_partitions_from_yesterday_to_a_week_ahead(
     # and none for the day before yesterday or the eighth day ahead
     assert day_partitions(window[0]).isdisjoint(present)
     assert day_partitions(window[-1]).isdisjoint(present)
+
+
+async def test_the_retention_floor_counts_utc_days_whatever_the_sessions_time_zone(
+    client: httpx.AsyncClient, catalog: Catalog, db: Database, owner_url: str, settings: Settings
+) -> None:
+    """The database's own floor (never drop a day the operator's retention keeps) is counted in UTC days,
+    like the partitions: a session far west of UTC (Etc/GMT+12) must not keep a day more, nor one far
+    east (Etc/GMT-14) drop a day more. At every hour of the UTC day one of the two zones is on another
+    date than UTC, so with the session's own ``current_date`` one of the two checks below fails."""
+    retention = 3
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(4, -1, -1)]  # today-4 .. today
+    batch = [listener_event(catalog.episode_ids[0], occurred_at=datetime.combine(d, time(12), tzinfo=UTC).isoformat())
+             for d in days]  # fmt: skip
+    stored = await client.post("/v1/events/listener", json=batch, headers=catalog.team.auth("owner"))
+    assert stored.status_code == 200 and stored.json()["accepted"] == len(days), stored.text
+    set_event_retention(owner_url, retention)
+    try:
+        dropped: dict[str, set[str]] = {}
+        for zone in ("Etc/GMT+12", "Etc/GMT-14"):
+            async with db.transaction() as session:
+                await session.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+                rows = await session.execute(
+                    text("SELECT * FROM castmetrics_event_partitions_drop(:before)"), {"before": date(2100, 1, 1)}
+                )
+                dropped[zone] = {row[0] for row in rows}
+    finally:
+        set_event_retention(owner_url, settings.event_retention_days)
+    # then: the first call drops exactly the days before today-2 (UTC); the second finds nothing left
+    oldest_kept = today - timedelta(days=retention - 1)
+    assert (
+        day_partitions(today - timedelta(days=4)) | day_partitions(today - timedelta(days=3)) <= dropped["Etc/GMT+12"]
+    )
+    assert all(name[-8:] < f"{oldest_kept:%Y%m%d}" for name in dropped["Etc/GMT+12"])
+    assert dropped["Etc/GMT-14"] == set()
+    assert await events_per_day(db, catalog.team.tenant_id) == dict.fromkeys(days[2:], 1)
