@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,16 +71,25 @@ def _handler(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
+@contextmanager
+def serving_fake_stripe() -> Iterator[FakeStripe]:
+    """The Stripe stand-in on a local port (its address in ``base``) while the block runs."""
     fake = FakeStripe()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.base = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    with serving_fake_stripe() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ each reading and changing through the API, with controls only for those the API 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +16,7 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.web.templating import moment
-from tests.billing.conftest import FakeStripe, _handler
+from tests.billing.conftest import FakeStripe, serving_fake_stripe
 from tests.conftest import Team, asgi_client
 from tests.web.conftest import csrf_of, sign_in
 
@@ -278,14 +276,8 @@ async def test_billing_without_stripe_shows_the_503_message(client: httpx.AsyncC
 
 @pytest.fixture
 def stripe_stand_in() -> Iterator[FakeStripe]:
-    fake = FakeStripe()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serving_fake_stripe() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -15,31 +15,10 @@ from castmetrics.web.templating import moment
 from castmetrics.workflows import engine
 from tests.conftest import Team
 from tests.web.conftest import csrf_of
+from tests.workflows.test_api import FLAG_STEPS, create_workflow, run
 
-# Needs no network: stops unless the payload's ``go`` is true, then turns a feature flag off.
-FLAG_STEPS: list[dict[str, Any]] = [
-    {"type": "condition", "field": "go", "operator": "eq", "value": True},
-    {"type": "update_feature_flag", "flag": "custom_roles", "enabled": False},
-]
 EXECUTION_ROW = re.compile(r'<tr data-testid="execution" data-id="([0-9a-f-]{36})" data-status="(\w+)">')
 SECRET_QUERY = "token=hush-7f3a9c"
-
-
-async def create_workflow(client: httpx.AsyncClient, team: Team, **fields: Any) -> dict[str, Any]:
-    body = {"name": "Flag flipper", "trigger_event": "campaign.stage_changed", "steps": FLAG_STEPS, **fields}
-    created = await client.post("/v1/workflows", json=body, headers=team.auth("admin"))
-    assert created.status_code == 201, created.text
-    workflow: dict[str, Any] = created.json()
-    return workflow
-
-
-async def run(client: httpx.AsyncClient, team: Team, workflow_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    started = await client.post(
-        f"/v1/workflows/{workflow_id}/run", json={"payload": payload}, headers=team.auth("admin")
-    )
-    assert started.status_code == 201, started.text
-    execution: dict[str, Any] = started.json()
-    return execution
 
 
 async def api_executions(client: httpx.AsyncClient, team: Team, workflow_id: str, **params: Any) -> dict[str, Any]:
