@@ -64,7 +64,7 @@ def _log(message: str) -> None:
 
 async def _setup_tenant(runtime_url: str, owner_url: str) -> dict[str, Any]:
     """An enterprise tenant with one podcast; its episodes, sponsors and campaigns come from SQL."""
-    from castmetrics.audit.service import Actor
+    from castmetrics.auth.principal import Actor
     from castmetrics.catalog import service as catalog
     from castmetrics.catalog.schemas import PodcastIn
     from castmetrics.config import Settings

@@ -47,12 +47,12 @@ def make_feed(n: int) -> bytes:
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 async def run(owner_url: str, feed_url: str) -> dict[str, float]:
-    from castmetrics.audit.service import Actor
+    from castmetrics.auth.principal import Actor
     from castmetrics.catalog import service as catalog
     from castmetrics.catalog.schemas import PodcastIn
     from castmetrics.config import Settings

@@ -136,7 +136,7 @@ def fresh_database(root: Path) -> Iterator[str]:
 async def _setup_tenant(owner_url: str, runtime_url: str) -> dict[str, Any]:
     """An enterprise tenant without an events quota or ingest rate, a podcast with 50 episodes and a
     verified owner (who creates the ``ingest`` key once the server runs)."""
-    from castmetrics.audit.service import Actor
+    from castmetrics.auth.principal import Actor
     from castmetrics.catalog import service as catalog
     from castmetrics.catalog.schemas import EpisodeIn, PodcastIn
     from castmetrics.config import Settings

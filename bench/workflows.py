@@ -52,7 +52,7 @@ def _free_port() -> int:
 
 
 async def _tenant(runtime_url: str) -> uuid.UUID:
-    from castmetrics.audit.service import Actor
+    from castmetrics.auth.principal import Actor
     from castmetrics.db.session import Database
     from castmetrics.identity import service as identity
     from castmetrics.tenancy.schemas import TenantCreate

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from psycopg import sql
 
 from castmetrics.app import create_app
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.config import Settings
 from castmetrics.db import migrate, urls
 from castmetrics.db.embedded import EmbeddedPostgres

@@ -25,8 +25,8 @@ from castmetrics.events import partitions
 from castmetrics.events import router as events_router
 from castmetrics.flags import router as flags_router
 from castmetrics.http import health, openapi, problems
-from castmetrics.http.idempotency import IdempotencyMiddleware
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from castmetrics.idempotency.service import IdempotencyMiddleware
 from castmetrics.identity import router as identity_router
 from castmetrics.measurement.prefix import Buffer, Edge, trusted_networks
 from castmetrics.measurement.recorder import Recorder
@@ -74,7 +74,7 @@ async def _prepare_partitions(db: Database) -> None:
     today = partitions.utc_now().date()
     try:
         await partitions.ensure(db, today - timedelta(days=1), today + timedelta(days=partitions.AHEAD_DAYS))
-    except Exception as exc:  # noqa: BLE001 - start-up must not fail on this
+    except Exception as exc:  # start-up must not fail on this
         log.warning("events.partitions_not_prepared", error=str(exc).splitlines()[0][:200])
 
 

@@ -11,12 +11,12 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from pydantic import ValidationError
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.config import InsecureSettings, Settings, check_production_safety
 from castmetrics.db import migrate as migrations
 from castmetrics.db import roles, urls
@@ -24,6 +24,9 @@ from castmetrics.db.embedded import EmbeddedPostgres
 from castmetrics.db.session import Database
 from castmetrics.errors import DomainError
 from castmetrics.observability import configure_logging
+
+if TYPE_CHECKING:
+    from castmetrics.events import bulk
 
 T = TypeVar("T")
 
@@ -524,6 +527,62 @@ def _tenant_for_slug(owner: Database, slug: str) -> Awaitable[Any]:
     return find()
 
 
+def _open_import(
+    file: Path, file_format: str | None, kind: str, rejects: Path | None
+) -> tuple[bulk.Source, TextIO | None]:
+    """The import's source and its rejects file (when asked for); bad options exit with status 2."""
+    from castmetrics.events import bulk, service
+
+    if kind not in service.KINDS:
+        _fail(f"--kind must be listener or attribution (got {kind!r})", code=2)
+    try:
+        source = bulk.Source(file, bulk.detect_format(file, file_format), kind)
+    except bulk.BadInput as exc:
+        _fail(str(exc), code=2)
+    try:
+        rejects_out = bulk.open_text(rejects) if rejects is not None else None
+    except bulk.BadInput as exc:
+        source.close()
+        _fail(str(exc), code=2)
+    return source, rejects_out
+
+
+def _keep_refusals(report: bulk.Report, shown: list[dict[str, Any]], rejects_out: TextIO | None) -> None:
+    """Keep a batch's first refusals in ``shown`` and write every one of them to the rejects file."""
+    shown.extend({"index": r["index"], "error": r["error"]} for r in report.rejected[:REJECTS_SHOWN])
+    if len(shown) > 4 * REJECTS_SHOWN:  # parts run in parallel: keep the first lines
+        shown.sort(key=lambda r: r["index"])
+        del shown[REJECTS_SHOWN:]
+    if rejects_out is not None:
+        for refused in report.rejected:
+            line = {"line": refused["index"], "error": refused["error"], "record": refused.get("record")}
+            rejects_out.write(json.dumps(line) + "\n")
+
+
+def _echo_import_report(
+    what: str,
+    totals: bulk.Totals,
+    shown: list[dict[str, Any]],
+    rejects: Path | None,
+    *,
+    elapsed: float,
+    processes: int,
+) -> None:
+    """Print an import's first refused lines and its totals (``what``: the file, tenant, kind and format)."""
+    shown.sort(key=lambda r: r["index"])
+    for refused in shown[:REJECTS_SHOWN]:
+        typer.echo(f"line {refused['index']}: {refused['error']}")
+    if totals.rejected > REJECTS_SHOWN:
+        more = f"  … and {totals.rejected - REJECTS_SHOWN:,} more"
+        typer.echo(more + (f" (all of them in {rejects})" if rejects else " (--rejects FILE writes them all)"))
+    rate = totals.records / elapsed if elapsed > 0 else 0.0
+    typer.echo(
+        f"{what}: {totals.lines_read:,} lines read, "
+        f"{totals.accepted:,} accepted, {totals.duplicates:,} duplicates, {totals.rejected:,} rejected "
+        f"in {elapsed:.1f} s ({rate:,.0f} events/s{f', {processes} processes' if processes > 1 else ''})"
+    )
+
+
 @events_app.command("import")
 def events_import(
     file: Annotated[
@@ -572,20 +631,10 @@ def events_import(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
     from sqlalchemy.exc import SQLAlchemyError
 
-    from castmetrics.events import bulk, service
+    from castmetrics.events import bulk
     from castmetrics.tenancy.models import Tenant
 
-    if kind not in service.KINDS:
-        _fail(f"--kind must be listener or attribution (got {kind!r})", code=2)
-    try:
-        source = bulk.Source(file, bulk.detect_format(file, file_format), kind)
-    except bulk.BadInput as exc:
-        _fail(str(exc), code=2)
-    try:
-        rejects_out = bulk.open_text(rejects) if rejects is not None else None
-    except bulk.BadInput as exc:
-        source.close()
-        _fail(str(exc), code=2)
+    source, rejects_out = _open_import(file, file_format, kind, rejects)
     shown: list[dict[str, Any]] = []  # the first refusals by line
     totals = bulk.Totals()
     console = Console(stderr=True)
@@ -604,16 +653,8 @@ def events_import(
         progress.update(task, completed=now.position, events=now.records)
         if now.batches % 20 == 0:
             gc.collect()  # the automatic collector is off during the import (see below)
-        if not report.rejected:
-            return
-        shown.extend({"index": r["index"], "error": r["error"]} for r in report.rejected[:REJECTS_SHOWN])
-        if len(shown) > 4 * REJECTS_SHOWN:  # parts run in parallel: keep the first lines
-            shown.sort(key=lambda r: r["index"])
-            del shown[REJECTS_SHOWN:]
-        if rejects_out is not None:
-            for refused in report.rejected:
-                line = {"line": refused["index"], "error": refused["error"], "record": refused.get("record")}
-                rejects_out.write(json.dumps(line) + "\n")
+        if report.rejected:
+            _keep_refusals(report, shown, rejects_out)
 
     settings = _settings(data_dir)
     failures: list[str] = []
@@ -679,18 +720,13 @@ def events_import(
         source.close()
         if rejects_out is not None:
             rejects_out.close()
-    elapsed = finished - started
-    shown.sort(key=lambda r: r["index"])
-    for refused in shown[:REJECTS_SHOWN]:
-        typer.echo(f"line {refused['index']}: {refused['error']}")
-    if totals.rejected > REJECTS_SHOWN:
-        more = f"  … and {totals.rejected - REJECTS_SHOWN:,} more"
-        typer.echo(more + (f" (all of them in {rejects})" if rejects else " (--rejects FILE writes them all)"))
-    rate = totals.records / elapsed if elapsed > 0 else 0.0
-    typer.echo(
-        f"{file.name} → tenant {tenant} ({kind} events, {source.format}): {totals.lines_read:,} lines read, "
-        f"{totals.accepted:,} accepted, {totals.duplicates:,} duplicates, {totals.rejected:,} rejected "
-        f"in {elapsed:.1f} s ({rate:,.0f} events/s{f', {len(parts)} processes' if len(parts) > 1 else ''})"
+    _echo_import_report(
+        f"{file.name} → tenant {tenant} ({kind} events, {source.format})",
+        totals,
+        shown,
+        rejects,
+        elapsed=finished - started,
+        processes=len(parts),
     )
     if failures:
         stored = f"{totals.batches:,} batches are stored" if totals.batches else "nothing was stored"
@@ -727,7 +763,7 @@ def rollups_rebuild(
 
     from sqlalchemy import select
 
-    from castmetrics.events import rollups
+    from castmetrics.rollups import service as rollups
     from castmetrics.tenancy.models import Tenant
 
     last_day = last.date() if last is not None else datetime.now(UTC).date()

@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from castmetrics.analytics import service as analytics
 from castmetrics.db.session import Database
-from castmetrics.events import tasks
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from tests.analytics.conftest import Traffic, add_traffic
 from tests.events.conftest import listener_event
 
@@ -74,7 +74,7 @@ async def test_each_metric_is_the_same_from_rollups_and_from_raw_events(
     metric: str, traffic: Traffic, db: Database, client: httpx.AsyncClient, recorder: Recorder
 ) -> None:
     await check_series(db, traffic, metric)  # all pending: the raw tail alone
-    await tasks.refresh_all(db)
+    await rollups_service.refresh_all(db)
     await check_series(db, traffic, metric)  # from the rollups alone
     await add_traffic(client, traffic.show, recorder, traffic.days[:3], random.Random(5), count=120)
     await check_series(db, traffic, metric)  # rollups with pending days on top
@@ -107,7 +107,7 @@ async def test_summaries_top_episodes_breakdowns_and_launch_curves_are_the_same_
     traffic: Traffic, db: Database, client: httpx.AsyncClient, recorder: Recorder
 ) -> None:
     assert await other_answers(db, traffic, raw=False) == await other_answers(db, traffic, raw=True)
-    await tasks.refresh_all(db)
+    await rollups_service.refresh_all(db)
     served = await other_answers(db, traffic, raw=False)
     assert served == await other_answers(db, traffic, raw=True)
     await add_traffic(client, traffic.show, recorder, traffic.days[:2], random.Random(9), count=100)
@@ -131,7 +131,7 @@ async def test_unique_listeners_over_whole_months_use_monthly_bitmaps_and_equal_
     today = traffic.days[0]
     days = [today - timedelta(days=n) for n in range(75)]  # two whole months at least
     await add_traffic(client, traffic.show, recorder, days, random.Random(21), count=600)
-    await tasks.refresh_all(db)
+    await rollups_service.refresh_all(db)
     tenant_id = traffic.show.team.tenant_id
     first, last = days[-1], today
 
@@ -160,5 +160,5 @@ async def test_unique_listeners_over_whole_months_use_monthly_bitmaps_and_equal_
     assert posted.json()["accepted"] == 1
     before = await answers(False)
     assert before == await answers(True)
-    await tasks.refresh_all(db)
+    await rollups_service.refresh_all(db)
     assert await answers(False) == before

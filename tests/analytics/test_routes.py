@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from castmetrics.analytics import service as analytics
-from castmetrics.events import tasks
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from tests.analytics.conftest import Traffic, make_show
 from tests.events.conftest import listener_event
 from tests.measurement.conftest import request
@@ -177,7 +177,7 @@ async def test_weekly_listeners_estimate_is_within_one_percent(
                 at = monday + timedelta(days=day, seconds=n)
                 recorder.buffer.append(request(traffic.show, address=address, at=at))
         await recorder.flush()
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     week = {"from": monday.date().isoformat(), "to": (monday.date() + timedelta(days=6)).isoformat()}
     response = await client.get(
         "/v1/analytics/tenant/timeseries",

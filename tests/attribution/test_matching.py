@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from castmetrics.events import rollups
+from castmetrics.rollups import service as rollups
 from tests.conftest import Team
 from tests.events.conftest import listener_event
 from tests.sponsorship.conftest import make_booking, make_campaign, make_episode, make_podcast, make_sponsor

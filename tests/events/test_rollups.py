@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from castmetrics.analytics import service as analytics
 from castmetrics.db.session import Database
-from castmetrics.events import rollups, tasks
+from castmetrics.rollups import service as rollups_service
 from tests.events.conftest import Catalog, listener_event
 
 TYPES = ["play", "play", "play", "pause", "resume", "progress", "skip", "complete", "download", "seek"]
@@ -117,8 +117,8 @@ async def test_incremental_refreshes_and_rebuild_agree_with_raw_events(
             db, catalog, days[-1], today, raw=True
         )
         if round_ % 2 == 0:
-            await tasks.refresh_all(db)
-    await tasks.refresh_all(db)
+            await rollups_service.refresh_all(db)
+    await rollups_service.refresh_all(db)
     async with db.tenant_transaction(tenant_id) as session:
         assert (await session.execute(text("SELECT count(*) FROM rollup_invalidations"))).scalar_one() == 0
     # ... and after it, served from the rollups alone
@@ -141,7 +141,7 @@ async def test_incremental_refreshes_and_rebuild_agree_with_raw_events(
     async with db.tenant_transaction(tenant_id) as session:
         await session.execute(text("DELETE FROM listener_daily"))
         await session.execute(text("DELETE FROM listener_hourly"))
-        assert await rollups.rebuild(session, tenant_id, days[-1], today) == 6
+        assert await rollups_service.rebuild(session, tenant_id, days[-1], today) == 6
     assert await rollup_rows(db, tenant_id) == incremental
 
 

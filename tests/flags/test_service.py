@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, Forbidden, NotFound
 from castmetrics.flags import service as flags

@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 from castmetrics.app import create_app
 from castmetrics.audit import service as audit
 from castmetrics.audit.models import AuditEntry
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.http.deps import TenantScope, acting_for, get_database, is_write
+from castmetrics.auth.service import TenantScope, acting_for
+from castmetrics.http.deps import get_database, is_write
 from castmetrics.tenancy import service as tenancy
 from tests.conftest import asgi_client
 

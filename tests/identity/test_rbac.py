@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from castmetrics.http.auth import PUBLIC_ROUTES, permission_of
+from castmetrics.auth.dependencies import PUBLIC_ROUTES, permission_of
 from castmetrics.identity.permissions import DEFAULT_ROLES
 from tests.identity.conftest import Team
 

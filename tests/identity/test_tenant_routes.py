@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.db.session import Database
 from castmetrics.tenancy import service as tenancy
 from tests.identity.conftest import Team

@@ -10,9 +10,9 @@ import httpx
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from castmetrics.events import tasks
 from castmetrics.measurement.prefix import RawRequest
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from tests.measurement.conftest import APPLE, OVERCAST, SPOTIFY, Show, request
 
 
@@ -121,7 +121,7 @@ async def test_rule_6_dedupe(client: httpx.AsyncClient, show: Show, recorder: Re
     assert (await downloads(client, show))[-2:] == [1, 4]
     assert await today_downloads(client, show, show.episode_ids[0]) == 3
     # the rollups, once refreshed, give the same numbers as the raw tail
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     assert (await downloads(client, show))[-2:] == [1, 4]
 
 
@@ -134,7 +134,7 @@ async def test_rule_7_listeners(client: httpx.AsyncClient, show: Show, recorder:
         for address in clients[: 100 + day * 30]:  # 100 on Monday … 280 on Sunday, the same people
             batch.append(request(show, address=address, at=monday + timedelta(days=day)))
     await record(recorder, *batch)
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     start = monday.date()
     daily = await client.get(
         "/v1/analytics/tenant/timeseries",
@@ -187,7 +187,7 @@ async def test_breakdowns_by_country_app_and_device(client: httpx.AsyncClient, s
             {"key": "Unknown", "downloads": 1, "listeners": 1},
         ],
     }
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     assert (
         await client.get("/v1/analytics/tenant/breakdown", params={"by": "country"}, headers=owner)
     ).json() == by_country.json()
@@ -271,7 +271,7 @@ async def test_delivered_impressions_of_bookings(client: httpx.AsyncClient, show
         request(show, 1, address="5.5.5.2"),
         request(show, 1, address="5.5.5.3", at=datetime.now(UTC) - timedelta(days=3)),  # before the flight
     )
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     listed = (await client.get(f"/v1/campaigns/{campaign['id']}/bookings", headers=sales)).json()["items"]
     delivered = {item["id"]: item["delivered_impressions"] for item in listed}
     assert delivered == {run_of_show["id"]: 2, one_episode["id"]: 1}
@@ -287,7 +287,7 @@ async def test_downloads_before_the_episode_exists_are_counted_once_it_does(
         address="12.12.12.12", user_agent=APPLE, referer="", range="", method="GET",
     )  # fmt: skip
     await record(recorder, early)
-    await tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     assert await today_downloads(client, show) == 0  # no episode has that audio file yet
     created = await client.post(
         f"/v1/podcasts/{show.podcast_id}/episodes",
@@ -295,5 +295,5 @@ async def test_downloads_before_the_episode_exists_are_counted_once_it_does(
         headers=show.team.auth("owner"),
     )
     assert created.status_code == 201
-    await tasks.refresh_all(recorder.db)  # the new episode invalidated recent days: their recount matches
+    await rollups_service.refresh_all(recorder.db)  # the new episode invalidated recent days: their recount matches
     assert await today_downloads(client, show, created.json()["id"]) == 1

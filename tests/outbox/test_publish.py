@@ -14,8 +14,8 @@ from castmetrics.db import urls
 from castmetrics.db.session import Database
 from castmetrics.jobs import worker
 from castmetrics.outbox import service as outbox
-from castmetrics.outbox import tasks
 from castmetrics.outbox.models import OutboxEvent
+from castmetrics.workflows import publishing as tasks
 
 
 async def test_event_rolls_back_with_its_change(make_tenant, db: Database) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.identity import service as identity

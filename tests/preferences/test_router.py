@@ -10,9 +10,9 @@ import httpx
 from sqlalchemy import select, text
 
 from castmetrics.audit.models import AuditEntry
+from castmetrics.auth import tokens
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.identity import tokens
 from castmetrics.preferences import service as preferences
 from castmetrics.preferences.schemas import Category
 from tests.preferences.conftest import Account, colleague, load_user, sign_up

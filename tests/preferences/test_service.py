@@ -8,10 +8,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import Actor
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.identity import tokens
 from castmetrics.preferences import service as preferences
 from castmetrics.preferences.schemas import CATEGORIES, DEFAULTS, EmailPreferencesUpdate
 from tests.preferences.conftest import load_user, sign_up

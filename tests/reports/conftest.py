@@ -14,9 +14,9 @@ import pytest
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.events import tasks as event_tasks
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from tests.conftest import Team
 from tests.measurement.conftest import Show, make_show, request
 from tests.sponsorship.conftest import make_booking, make_campaign, make_sponsor
@@ -50,7 +50,7 @@ async def download(recorder: Recorder, show: Show, episode: int, count: int, at:
     for n in range(count):
         recorder.buffer.append(request(show, episode, address=f"198.18.{uuid.uuid4().int % 250}.{n + 1}", at=at))
     await recorder.flush()
-    await event_tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
 
 
 async def ingest(client: httpx.AsyncClient, team: Team, events: list[dict[str, Any]]) -> None:

@@ -13,9 +13,9 @@ import pypdf
 import pytest
 from sqlalchemy import text
 
+from castmetrics.auth import tokens
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.identity import tokens
 from castmetrics.measurement.recorder import Recorder
 from tests.reports.conftest import CAMPAIGN_NAME, Deal, make_deal
 

@@ -16,10 +16,10 @@ from sqlalchemy import select, text
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.events import tasks as event_tasks
 from castmetrics.measurement import service as measurement
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from castmetrics.sponsorship import pacing, service
 from castmetrics.sponsorship import tasks as sponsorship_tasks
 from castmetrics.sponsorship.models import Booking
@@ -51,7 +51,7 @@ async def download(recorder: Recorder, show: Show, episode: int, count: int, at:
     for _ in range(count):
         recorder.buffer.append(request(show, episode, address=f"198.18.{uuid.uuid4().int % 250}.{_ + 1}", at=at))
     await recorder.flush()
-    await event_tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
 
 
 async def pacing_at(db: Database, team: Team, campaign_id: str, now: datetime) -> CampaignPacingOut:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from castmetrics.audit.models import AuditEntry
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, Forbidden
 from castmetrics.outbox.models import OutboxEvent

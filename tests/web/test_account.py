@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 
 from castmetrics.app import create_app
-from castmetrics.identity import tokens
+from castmetrics.auth import tokens
 from castmetrics.web.session import CSRF_COOKIE, SESSION_COOKIE
 from tests.conftest import PASSWORD, asgi_client
 from tests.web.conftest import csrf_of, sign_in
@@ -62,7 +62,7 @@ async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(clie
     assert forged.status_code == 403
     assert SESSION_COOKIE not in client.cookies
     # A token made for another visitor's nonce does not fit this visitor's cookie either.
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")  # noqa: SLF001
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
     async with other:
         theirs = csrf_of((await other.get("/login")).text)
     stolen = await client.post(
@@ -123,7 +123,7 @@ async def test_signup_creates_a_network_and_signs_in(client) -> None:
     home = await client.get(created.headers["location"])
     assert home.status_code == 200 and "Web Network" in home.text and "Welcome" in home.text
     # The same slug again is a conflict shown on the form, with what was typed kept.
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")  # noqa: SLF001
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
     async with other:
         token = csrf_of((await other.get("/signup")).text)
         again = await other.post("/signup", data={**form, "email": "second@example.com", "csrf_token": token})

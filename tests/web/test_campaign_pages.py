@@ -15,9 +15,9 @@ import pytest
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.events import tasks as event_tasks
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups_service
 from tests.conftest import Team
 from tests.measurement.conftest import Show, make_show, request
 from tests.sponsorship.conftest import make_booking, make_campaign, make_sponsor
@@ -79,7 +79,7 @@ async def world(client: httpx.AsyncClient, make_team, owner_db: Database, record
     for n in range(6):  # six listeners download episode 0 yesterday
         recorder.buffer.append(request(show, 0, address=f"198.18.7.{n + 1}", at=yesterday))
     await recorder.flush()
-    await event_tasks.refresh_all(recorder.db)
+    await rollups_service.refresh_all(recorder.db)
     now = datetime.now(UTC).replace(microsecond=0)
     ep0, ep1 = show.episode_ids
     events = [
@@ -359,7 +359,7 @@ async def test_missing_malformed_and_foreign_ids_are_404_pages(
 
 async def test_the_sponsor_report_downloads_with_the_session(
     client: httpx.AsyncClient, world: World, pages, make_team
-) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+) -> None:  # type: ignore[no-untyped-def]
     http = await pages(world.team, "analyst")
     page = await http.get(f"/campaigns/{world.active}")
     assert f'href="/campaigns/{world.active}/report?format=pdf"' in page.text

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from castmetrics.app import create_app
+from castmetrics.auth.dependencies import OPTIONAL_PUBLIC_ROUTES, PUBLIC_ROUTES
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import service as demo
 from castmetrics.demo import workflows as demo_workflows
-from castmetrics.http.auth import OPTIONAL_PUBLIC_ROUTES, PUBLIC_ROUTES
 from castmetrics.mail.models import Email
 from castmetrics.tenancy.models import Tenant
 from castmetrics.workflows import engine

@@ -25,8 +25,8 @@ from sqlalchemy import text
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.outbox import tasks as outbox_tasks
 from castmetrics.workflows import engine
+from castmetrics.workflows import publishing as outbox_tasks
 from tests.conftest import Team
 from tests.sponsorship.conftest import make_campaign
 
@@ -303,7 +303,7 @@ async def _killed_worker(settings: Settings, owner_url: str, runtime_url: str, r
     db = Database(runtime_url, pool_size=2)
     tenant_id = uuid.uuid4()
     try:
-        from castmetrics.audit.service import Actor
+        from castmetrics.auth.principal import Actor
         from castmetrics.identity import service as identity
         from castmetrics.tenancy.schemas import TenantCreate
         from castmetrics.workflows.models import Workflow

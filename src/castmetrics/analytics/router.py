@@ -28,11 +28,11 @@ from castmetrics.analytics.schemas import (
     TopEpisodesOut,
     TopMetric,
 )
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.catalog.models import Episode, Podcast
 from castmetrics.errors import Invalid, NotFound
-from castmetrics.http.auth import requires
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 MAX_DAYS = 1000
@@ -211,7 +211,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
             rows = (
                 (i["rank"], i["episode_id"], i["podcast_id"], i["title"], i["published_at"], i["value"])
                 for i in answer["items"]
-            )  # noqa: E501
+            )
             return csv_response(f"top-episodes-{metric}", header, rows)
         return answer
 

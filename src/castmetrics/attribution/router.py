@@ -11,10 +11,10 @@ from fastapi import APIRouter, Query
 from castmetrics.attribution import matching, service
 from castmetrics.attribution.matching_schemas import MatchesOut
 from castmetrics.attribution.schemas import AttributionOut, CompareOut, Model
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.errors import Invalid
-from castmetrics.http.auth import requires
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 from castmetrics.sponsorship import service as sponsorship
 
 router = APIRouter(prefix="/v1", tags=["attribution"])

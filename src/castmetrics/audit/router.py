@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from castmetrics.audit import service
-from castmetrics.http.auth import requires
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit"])
 

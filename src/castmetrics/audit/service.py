@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -13,22 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit.models import AuditEntry
+from castmetrics.auth.principal import Actor
 from castmetrics.db.pagination import keyset_page
 
 # Field names whose values never enter the audit log, whatever the domain passes in.
 SECRET_FIELDS = frozenset({"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"})
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts: a user, an API key, a platform admin, or the system itself (CLI, jobs)."""
-
-    type: str
-    id: str | None = None
-
-    @classmethod
-    def system(cls, name: str) -> Actor:
-        return cls("system", name)
 
 
 def jsonable(value: Any) -> Any:

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
 
+from castmetrics.auth.dependencies import requires, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.billing import service
 from castmetrics.billing.schemas import CheckoutIn, StripeSessionOut, WebhookOut
-from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 

@@ -22,13 +22,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor, Principal
 from castmetrics.billing.models import StripeEvent
 from castmetrics.config import Settings
 from castmetrics.db.session import Database, set_tenant
 from castmetrics.errors import Conflict, Invalid, InvalidSignature, NotConfigured, Unavailable
 from castmetrics.identity.models import Role, User, UserRole
-from castmetrics.identity.service import Principal
 from castmetrics.tenancy.models import Tenant
 
 log = structlog.get_logger(__name__)
@@ -155,7 +154,8 @@ async def start_checkout(session: AsyncSession, settings: Settings, principal: P
             )
         )
         customer_id = customer.id
-        await _set_user_billing(session, user, principal.actor, customer=customer_id, subscription=None)
+        billing_user = await session.get_one(User, (user.tenant_id, user.id))
+        await _set_user_billing(session, billing_user, principal.actor, customer=customer_id, subscription=None)
     checkout = await _stripe(
         client.v1.checkout.sessions.create_async(
             params={

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from castmetrics.auth.dependencies import requires, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.catalog import service, tracked_feed
 from castmetrics.catalog.models import Episode, Podcast
 from castmetrics.catalog.schemas import (
@@ -22,11 +24,9 @@ from castmetrics.catalog.schemas import (
 )
 from castmetrics.config import Settings
 from castmetrics.errors import RateLimited
-from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 SYNC_SLOTS = asyncio.Semaphore(4)

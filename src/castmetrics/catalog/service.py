@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor, TenantRef
 from castmetrics.catalog import fetch, rss
 from castmetrics.catalog.models import Episode, Podcast, PodcastFeed, PodcastSync
 from castmetrics.catalog.schemas import EpisodeIn, EpisodeUpdate, PodcastIn, PodcastUpdate, SyncReport
@@ -55,7 +55,7 @@ def tracked_feed_url(settings: Settings, podcast_id: uuid.UUID) -> str:
 # --- podcasts ------------------------------------------------------------------------------------
 
 
-async def create_podcast(session: AsyncSession, tenant: Tenant, actor: Actor, data: PodcastIn) -> Podcast:
+async def create_podcast(session: AsyncSession, tenant: TenantRef, actor: Actor, data: PodcastIn) -> Podcast:
     """A podcast of the tenant, within its podcasts quota (402 when full)."""
     await quotas.ensure_room(session, tenant, "podcasts")
     podcast = Podcast(tenant_id=tenant.id, id=uuid.uuid4(), **data.model_dump())

@@ -55,11 +55,11 @@ from castmetrics.demo.listening import (
     _poisson,
     _stable_random,
 )
-from castmetrics.events import rollups
 from castmetrics.measurement import useragents
 from castmetrics.measurement.enrich import ID, Enriched, country_of
 from castmetrics.measurement.prefix import Buffer, RawRequest
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.rollups import service as rollups
 
 NAMESPACE: Final = uuid.UUID("0d7c2f4e-8a51-4b3e-9a57-3c1f6e2b9d84")  # of the demo's request ids
 BOT_SHARE: Final = 0.07  # of all requests

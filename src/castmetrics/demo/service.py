@@ -10,17 +10,17 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.catalog import service as catalog
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import attribution as demo_attribution
 from castmetrics.demo import listening
+from castmetrics.demo import sponsorship as demo_sponsorship
 from castmetrics.demo import workflows as demo_workflows
 from castmetrics.identity import service as identity
 from castmetrics.identity.models import User
 from castmetrics.identity.permissions import DEFAULT_ROLES
-from castmetrics.sponsorship import service as sponsorship
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
@@ -78,11 +78,11 @@ async def seed_campaign_delivery(
 ) -> CampaignDelivery:
     """What the demo's campaigns delivered, once its listening and downloads exist (after
     ``demo.listening.generate``): the running bookings booked against the downloads they got, so that
-    pacing shows some ahead and some behind (``sponsorship.size_demo_bookings``), then the impressions,
+    pacing shows some ahead and some behind (``demo_sponsorship.size_bookings``), then the impressions,
     clicks and conversions of the ads the listening heard (``demo.attribution``). Safe to run any
     number of times: a re-run sizes nothing again and stores no event twice."""
     async with db.tenant_transaction(tenant_id) as session:
-        sized = await sponsorship.size_demo_bookings(session, DEMO_ACTOR, now=now)
+        sized = await demo_sponsorship.size_bookings(session, DEMO_ACTOR, now=now)
     written = await demo_attribution.generate(db, tenant_id, retention_days=settings.event_retention_days, now=now)
     return CampaignDelivery(sized, written)
 
@@ -127,7 +127,7 @@ async def seed(
             await catalog.seed_from_document(session, tenant, DEMO_ACTOR, feed.read_bytes())
         if existing is None:
             await _bring_shows_up_to_date(session, tenant_id)
-        await sponsorship.seed_demo(session, tenant, DEMO_ACTOR)
+        await demo_sponsorship.seed_book(session, tenant, DEMO_ACTOR)
         await demo_workflows.seed_workflows(session, tenant, DEMO_ACTOR, base_url=webhook_base_url)
     summary = DemoSummary(tenant=tenant, created=existing is None, logins=logins)
     if (

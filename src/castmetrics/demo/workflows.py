@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.tenancy.models import Tenant
 from castmetrics.workflows import service as workflows
 from castmetrics.workflows.api_schemas import WorkflowIn

@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from castmetrics.db.binary import fetch_binary
 
 ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
-MAX_LOG_ROWS = 50_000
 
 # "listened_seconds" only counts when it is a number (ingestion validates it; this guards old rows).
 LISTENED = (
@@ -188,74 +187,6 @@ async def recompute_month(session: AsyncSession, tenant_id: uuid.UUID, month: da
                 "bitmaps": [bitmap.serialize() for bitmap in unions.values()],
             },
         )
-
-
-async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    # One refresh or rebuild per tenant at a time, across every worker.
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"rollups:{tenant_id}"})
-
-
-async def _recompute_kind(session: AsyncSession, tenant_id: uuid.UUID, kind: str, days: Iterable[date]) -> None:
-    if kind == "download":
-        from castmetrics.measurement import counting  # the measurement domain owns download rollups
-
-        await counting.recompute(session, tenant_id, days)
-    else:
-        await recompute(session, tenant_id, days)
-
-
-async def refresh(session: AsyncSession, tenant_id: uuid.UUID) -> int:
-    """Recompute the days the invalidation log names, then remove the log rows read. Safe against
-    concurrent ingestion: a batch committed after the log was read keeps its own log row. Answers
-    the number of (kind, day) pairs recomputed."""
-    await _lock(session, tenant_id)
-    rows = (
-        await session.execute(
-            text("SELECT id, day, kind FROM rollup_invalidations WHERE tenant_id = :t ORDER BY id LIMIT :n"),
-            {"t": tenant_id, "n": MAX_LOG_ROWS},
-        )
-    ).all()
-    if not rows:
-        return 0
-    by_kind: dict[str, set[date]] = {}
-    for row in rows:
-        by_kind.setdefault(row.kind, set()).add(row.day)
-    for kind, days in sorted(by_kind.items()):
-        await _recompute_kind(session, tenant_id, kind, days)
-    await session.execute(
-        text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"),
-        {"t": tenant_id, "ids": [row.id for row in rows]},
-    )
-    return sum(len(days) for days in by_kind.values())
-
-
-async def rebuild(
-    session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date, kinds: tuple[str, ...] = ("listener",)
-) -> int:
-    """Recompute every day from ``first`` to ``last`` from raw events; answers the days done."""
-    await _lock(session, tenant_id)
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    pending = (
-        (
-            await session.execute(
-                text(
-                    "SELECT id FROM rollup_invalidations "
-                    "WHERE tenant_id = :t AND day BETWEEN :a AND :b AND kind = ANY(:kinds)"
-                ),
-                {"t": tenant_id, "a": first, "b": last, "kinds": list(kinds)},
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for kind in kinds:
-        await _recompute_kind(session, tenant_id, kind, days)
-    if pending:
-        await session.execute(
-            text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"),
-            {"t": tenant_id, "ids": list(pending)},
-        )
-    return len(days)
 
 
 async def pending_days(

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
+from castmetrics.auth.dependencies import requires, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.errors import ContentTooLarge, Invalid, UnsupportedMediaType
 from castmetrics.events import service, validation
 from castmetrics.events.schemas import AttributionEventIn, IngestOut, ListenerEventIn, request_body
-from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 NDJSON = frozenset({"application/x-ndjson", "application/ndjson"})

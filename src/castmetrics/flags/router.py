@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response, status
 
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.flags import service
 from castmetrics.flags.schemas import FlagNamePath, FlagValue, OverrideIn
-from castmetrics.http.auth import requires
-from castmetrics.identity.service import Principal
 
 router = APIRouter(prefix="/v1/feature-flags", tags=["feature flags"])
 

@@ -14,11 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor, Principal
 from castmetrics.errors import Conflict, Forbidden, NotFound
 from castmetrics.flags.models import FeatureFlag, TenantFeatureFlag
 from castmetrics.flags.schemas import FlagCreate, FlagUpdate
-from castmetrics.identity.service import Principal
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castmetrics import errors
 from castmetrics.db.errors import is_connection_error
-from castmetrics.http import idempotency
+from castmetrics.idempotency import service as idempotency
 
 log = structlog.get_logger(__name__)
 

@@ -48,16 +48,3 @@ DEFAULT_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     "analyst": ("Reads everything but billing, and exports analytics.", _READS | {"analytics:export"}),
     "viewer": ("Reads everything but billing.", _READS),
 }
-
-# What each API-key scope may do, intersected with its creator's permissions.
-SCOPES = ("ingest", "read", "admin")
-
-
-def scope_allows(scope: str, permission: str) -> bool:
-    if scope == "admin":
-        return True
-    if scope == "read":
-        return permission.endswith(":read")
-    if scope == "ingest":
-        return permission == "events:create"
-    return False

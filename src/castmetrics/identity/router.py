@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from castmetrics.auth.dependencies import authenticated, requires, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.errors import Invalid
 from castmetrics.flags import service as flags
-from castmetrics.http.auth import authenticated, requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.identity import service
@@ -42,7 +43,6 @@ from castmetrics.identity.schemas import (
     UserUpdate,
     VerifiedOut,
 )
-from castmetrics.identity.service import Principal
 
 auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
 router = APIRouter(prefix="/v1", tags=["identity"])

@@ -6,23 +6,23 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth import service as auth
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import Actor, Principal, UserRef
 from castmetrics.config import Settings
 from castmetrics.db.pagination import keyset_page
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from castmetrics.identity import passwords, throttle, tokens
+from castmetrics.identity import passwords, throttle
 from castmetrics.identity.models import ApiKey, Permission, RefreshToken, Role, RolePermission, User, UserRole
-from castmetrics.identity.permissions import DEFAULT_ROLES, scope_allows
+from castmetrics.identity.permissions import DEFAULT_ROLES
 from castmetrics.identity.schemas import (
     ApiKeyIn,
     InviteIn,
@@ -43,28 +43,6 @@ from castmetrics.tenancy.schemas import TenantCreate
 VERIFY_LIFETIME = timedelta(days=7)
 RESET_LIFETIME = timedelta(hours=1)
 INVITE_LIFETIME = timedelta(days=7)
-
-
-@dataclass
-class Principal:
-    """Who is acting, for which tenant, with what: built once per request by the auth dependency."""
-
-    session: AsyncSession
-    tenant: Tenant
-    user: User
-    roles: list[str]
-    permissions: frozenset[str]
-    api_key: ApiKey | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def actor(self) -> Actor:
-        if self.api_key is not None:
-            return Actor("api_key", str(self.api_key.id))
-        return Actor("user", str(self.user.id))
-
-    def has(self, permission: str) -> bool:
-        return permission in self.permissions
 
 
 # --- tenants and their roles ---------------------------------------------------------------------
@@ -207,13 +185,6 @@ async def permissions_of(session: AsyncSession, user_id: uuid.UUID) -> frozenset
     return frozenset(result)
 
 
-def effective_permissions(user_permissions: frozenset[str], api_key: ApiKey | None) -> frozenset[str]:
-    """An API key acts with its creator's permissions, narrowed by its scopes."""
-    if api_key is None:
-        return user_permissions
-    return frozenset(p for p in user_permissions if any(scope_allows(s, p) for s in api_key.scopes))
-
-
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.scalar(select(User).where(User.id == user_id))
     if user is None:
@@ -234,7 +205,7 @@ def _link(settings: Settings, path: str, token: str) -> str:
     return f"{settings.public_url.rstrip('/')}{path}?token={token}"
 
 
-async def send_verification(session: AsyncSession, settings: Settings, user: User) -> None:
+async def send_verification(session: AsyncSession, settings: Settings, user: UserRef) -> None:
     token = tokens.sign(
         settings.secret_key.get_secret_value(),
         "verify",
@@ -249,7 +220,7 @@ async def send_verification(session: AsyncSession, settings: Settings, user: Use
     )  # fmt: skip
 
 
-async def _invite_email(session: AsyncSession, settings: Settings, user: User, inviter: User) -> None:
+async def _invite_email(session: AsyncSession, settings: Settings, user: UserRef, inviter: UserRef) -> None:
     token = tokens.sign(
         settings.secret_key.get_secret_value(),
         "invite",
@@ -328,26 +299,8 @@ async def login(db: Database, settings: Settings, email: str, password: str, cli
         tenancy.ensure_access(tenant, write=False)
         user = await get_user(session, found.user_id)
         user.last_login_at = datetime.now(UTC)
-        await count_user_activity(session, user, logins=1)
+        await auth.count_user_activity(session, user.tenant_id, user.id, logins=1)
         return await _issue_tokens(session, settings, user)
-
-
-USER_METRIC_UPSERT = text(
-    """
-    INSERT INTO user_metrics AS m (tenant_id, user_id, day, logins, api_calls)
-    VALUES (:tenant_id, :user_id, (now() AT TIME ZONE 'UTC')::date, :logins, :api_calls)
-    ON CONFLICT (tenant_id, user_id, day)
-    DO UPDATE SET logins = m.logins + EXCLUDED.logins, api_calls = m.api_calls + EXCLUDED.api_calls
-    """
-)
-
-
-async def count_user_activity(session: AsyncSession, user: User, *, logins: int = 0, api_calls: int = 0) -> None:
-    """Add to the user's counters for today (UTC)."""
-    await session.execute(
-        USER_METRIC_UPSERT,
-        {"tenant_id": user.tenant_id, "user_id": user.id, "logins": logins, "api_calls": api_calls},
-    )
 
 
 async def user_metrics(session: AsyncSession, user_id: uuid.UUID, first_day: date, last_day: date) -> list[UserMetric]:
@@ -430,7 +383,7 @@ async def verify_email(db: Database, settings: Settings, token: str) -> User:
         return user
 
 
-async def resend_verification(session: AsyncSession, settings: Settings, user: User) -> None:
+async def resend_verification(session: AsyncSession, settings: Settings, user: UserRef) -> None:
     if user.email_verified:
         raise Conflict("the email address is already verified")
     await send_verification(session, settings, user)
@@ -775,15 +728,3 @@ async def revoke_api_key(session: AsyncSession, principal: Principal, api_key: A
             entity_type="api_key", entity_id=api_key.id, before={"name": api_key.name, "revoked": False},
             after={"revoked": True},
         )  # fmt: skip
-
-
-async def find_api_key(db: Database, key: str) -> tuple[uuid.UUID, uuid.UUID]:
-    """(tenant_id, key_id) of a valid key, through the narrow definer function."""
-    prefix = tokens.api_key_prefix(key)
-    if prefix is None:
-        raise Unauthorized("the API key is not valid")
-    async with db.transaction() as session:
-        row = (await session.execute(text("SELECT * FROM auth_find_api_key(:p)"), {"p": prefix})).first()
-    if row is None or not tokens.same_digest(row.key_hash, tokens.digest(key)):
-        raise Unauthorized("the API key is not valid")
-    return row.tenant_id, row.key_id

@@ -23,8 +23,21 @@ from castmetrics.db.session import Database
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Each domain with background work exposes ``blueprint`` in its tasks module.
-DOMAINS_WITH_TASKS = ("jobs", "outbox", "mail", "catalog", "events", "sponsorship", "workflows")
+# Each domain with background work exposes ``blueprint`` in a tasks module, named here with the namespace
+# its task names carry in the queue. The outbox's publishing job lives beside workflows (it starts the
+# workflows the published events trigger) but keeps its queue name ``outbox:publish``, so jobs queued by
+# an older worker still run after an upgrade.
+TASK_MODULES = {
+    "jobs": "castmetrics.jobs.tasks",
+    "idempotency": "castmetrics.idempotency.tasks",
+    "outbox": "castmetrics.workflows.publishing",
+    "mail": "castmetrics.mail.tasks",
+    "catalog": "castmetrics.catalog.tasks",
+    "events": "castmetrics.events.tasks",
+    "rollups": "castmetrics.rollups.tasks",
+    "sponsorship": "castmetrics.sponsorship.tasks",
+    "workflows": "castmetrics.workflows.tasks",
+}
 
 
 def _queue() -> procrastinate.App:
@@ -32,9 +45,9 @@ def _queue() -> procrastinate.App:
     # it adds a namespace, and binds periodic tasks to the app that merged them. Connections come
     # from a pool handed over when the app is opened (see ``opened``).
     app = procrastinate.App(connector=procrastinate.PsycopgConnector())
-    for domain in DOMAINS_WITH_TASKS:
-        module = importlib.import_module(f"castmetrics.{domain}.tasks")
-        app.add_tasks_from(module.blueprint, namespace=domain)
+    for namespace, module_name in TASK_MODULES.items():
+        module = importlib.import_module(module_name)
+        app.add_tasks_from(module.blueprint, namespace=namespace)
     return app
 
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import procrastinate
-from sqlalchemy import text
-
-from castmetrics.http.idempotency import KEEP_HOURS as IDEMPOTENCY_KEEP_HOURS
-from castmetrics.jobs.app import database_of
 
 blueprint = procrastinate.Blueprint()
 
@@ -18,13 +14,7 @@ FAILED_HOURS = 24 * 7
 @blueprint.periodic(cron="17 * * * *")
 @blueprint.task(name="prune", pass_context=True, queueing_lock="jobs.prune")
 async def prune(context: procrastinate.JobContext, timestamp: int) -> None:
-    """Delete finished jobs (succeeded after a day; failed, cancelled or aborted after a week) and
-    idempotency keys older than a day."""
-    db = database_of(context)
-    async with db.transaction() as session:
-        await session.execute(
-            text("SELECT prune_idempotency_keys(make_interval(hours => :h))"), {"h": IDEMPOTENCY_KEEP_HOURS}
-        )
+    """Delete finished jobs (succeeded after a day; failed, cancelled or aborted after a week)."""
     manager = context.app.job_manager
     await manager.delete_old_jobs(nb_hours=SUCCEEDED_HOURS)
     await manager.delete_old_jobs(

@@ -9,9 +9,9 @@ import structlog
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from castmetrics.auth.dependencies import settings_of
 from castmetrics.db.session import Database
 from castmetrics.errors import Unauthorized
-from castmetrics.http.auth import settings_of
 from castmetrics.platform import service
 from castmetrics.platform.service import PlatformPrincipal
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from castmetrics.auth.dependencies import settings_of
 from castmetrics.flags import service as flags
 from castmetrics.flags.schemas import FlagCreate, FlagNamePath, FlagOut, FlagUpdate
-from castmetrics.http.auth import settings_of
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.platform import service
 from castmetrics.platform.auth import admin_database, requires_platform_admin

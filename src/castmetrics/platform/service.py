@@ -18,11 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import Actor
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, Unauthorized
-from castmetrics.identity import passwords, throttle, tokens
+from castmetrics.identity import passwords, throttle
 from castmetrics.outbox import service as outbox
 from castmetrics.platform.models import PlatformAdmin
 from castmetrics.platform.schemas import AdminTenantUpdate, AdminToken

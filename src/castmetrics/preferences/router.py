@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from castmetrics.http.auth import authenticated, settings_of
+from castmetrics.auth.dependencies import authenticated, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.http.deps import get_database
-from castmetrics.identity.service import Principal
 from castmetrics.preferences import service
 from castmetrics.preferences.schemas import EmailPreferencesOut, EmailPreferencesUpdate, UnsubscribedOut
 

@@ -12,12 +12,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import Actor, UserRef
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Unauthorized
 from castmetrics.identity import service as identity
-from castmetrics.identity import tokens
 from castmetrics.identity.models import User
 from castmetrics.preferences.models import EmailPreference
 from castmetrics.preferences.schemas import (
@@ -49,7 +49,7 @@ def _categories(preferences: EmailPreferencesOut) -> dict[str, bool]:
     return {category: getattr(preferences, category) for category in CATEGORIES}
 
 
-async def get(session: AsyncSession, user: User) -> EmailPreferencesOut:
+async def get(session: AsyncSession, user: UserRef) -> EmailPreferencesOut:
     """The user's preferences; the defaults while they have never changed one."""
     row = await session.scalar(
         select(EmailPreference).where(EmailPreference.tenant_id == user.tenant_id, EmailPreference.user_id == user.id)
@@ -57,13 +57,13 @@ async def get(session: AsyncSession, user: User) -> EmailPreferencesOut:
     return _out(row)
 
 
-async def wants(session: AsyncSession, user: User, category: Category) -> bool:
+async def wants(session: AsyncSession, user: UserRef, category: Category) -> bool:
     """Whether ``user`` receives email of ``category``: senders ask before queueing one."""
     return bool(_categories(await get(session, user))[category])
 
 
 async def update(
-    session: AsyncSession, actor: Actor, user: User, changes: EmailPreferencesUpdate
+    session: AsyncSession, actor: Actor, user: UserRef, changes: EmailPreferencesUpdate
 ) -> EmailPreferencesOut:
     """Apply the fields present in ``changes`` (creating the user's row on first change), audited."""
     before = await get(session, user)

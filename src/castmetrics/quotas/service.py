@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.auth.principal import TenantRef
 from castmetrics.errors import QuotaExceeded, RateLimited
 from castmetrics.outbox import service as outbox
-from castmetrics.tenancy.models import Tenant
 
 UNLIMITED = None
 
@@ -51,7 +51,7 @@ USAGE_SQL: dict[str, tuple[str, str]] = {
 }
 
 
-def limit_for(tenant: Tenant, quota: str) -> int | None:
+def limit_for(tenant: TenantRef, quota: str) -> int | None:
     overrides: Any = (tenant.metadata_ or {}).get("quotas", {})
     if isinstance(overrides, dict) and quota in overrides:
         value = overrides[quota]
@@ -71,7 +71,7 @@ def current_period() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
-async def _note_thresholds(session: AsyncSession, tenant: Tenant, quota: str, limit: int, used: int) -> None:
+async def _note_thresholds(session: AsyncSession, tenant: TenantRef, quota: str, limit: int, used: int) -> None:
     """Emit ``quota.threshold_reached`` the first time in a period that usage reaches 80% and 100%."""
     period = current_period()
     for threshold in THRESHOLDS:
@@ -99,7 +99,7 @@ async def _note_thresholds(session: AsyncSession, tenant: Tenant, quota: str, li
             )
 
 
-async def ensure_room(session: AsyncSession, tenant: Tenant, quota: str, adding: int = 1) -> None:
+async def ensure_room(session: AsyncSession, tenant: TenantRef, quota: str, adding: int = 1) -> None:
     """Refuse (402) when ``adding`` more would pass the limit; otherwise note the thresholds the
     addition reaches. Call it in the transaction that adds, so a rollback takes the event back."""
     limit = limit_for(tenant, quota)
@@ -120,7 +120,7 @@ class QuotaUsage:
     usage: int
 
 
-async def report(session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
+async def report(session: AsyncSession, tenant: TenantRef) -> dict[str, Any]:
     """Usage against every quota for ``GET /v1/tenant/usage``."""
     quotas = {quota: {"limit": limit_for(tenant, quota), "usage": await usage(session, quota)} for quota in COUNTED}
     return {
@@ -137,7 +137,7 @@ async def report(session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
 MIN_BURST = 10_000
 
 
-async def check_events_room(session: AsyncSession, tenant: Tenant, adding: int) -> None:
+async def check_events_room(session: AsyncSession, tenant: TenantRef, adding: int) -> None:
     """Refuse (402) up front when ``adding`` events would pass this month's quota."""
     limit = limit_for(tenant, "events_per_month")
     if limit is UNLIMITED or adding == 0:
@@ -147,7 +147,7 @@ async def check_events_room(session: AsyncSession, tenant: Tenant, adding: int) 
         raise QuotaExceeded("events_per_month", limit, used)
 
 
-async def add_events(session: AsyncSession, tenant: Tenant, added: int, *, enforce: bool = True) -> int:
+async def add_events(session: AsyncSession, tenant: TenantRef, added: int, *, enforce: bool = True) -> int:
     """Count ``added`` accepted events to this month; with ``enforce``, refuse (402, so the caller's
     transaction rolls back) when a concurrent batch took the room first. Answers the month's usage."""
     if added == 0:
@@ -173,7 +173,7 @@ async def add_events(session: AsyncSession, tenant: Tenant, added: int, *, enfor
     return used
 
 
-def ingest_rate(tenant: Tenant) -> int | None:
+def ingest_rate(tenant: TenantRef) -> int | None:
     return limit_for(tenant, "ingest_rate")
 
 
@@ -185,7 +185,7 @@ def _retry_after(missing: float, rate: int) -> int:
     return max(1, int(-(-missing // max(rate, 1))))
 
 
-async def peek_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int) -> None:
+async def peek_ingest_tokens(session: AsyncSession, tenant: TenantRef, wanted: int) -> None:
     """Refuse (429) before any work when the bucket plainly lacks ``wanted`` tokens."""
     rate = ingest_rate(tenant)
     if rate is None:
@@ -205,7 +205,7 @@ async def peek_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int)
         )
 
 
-async def take_ingest_tokens(session: AsyncSession, tenant: Tenant, wanted: int) -> None:
+async def take_ingest_tokens(session: AsyncSession, tenant: TenantRef, wanted: int) -> None:
     """Take ``wanted`` tokens from the tenant's bucket (refilled at the tier's rate), or refuse with
     429 and ``Retry-After``. Call it last in the ingesting transaction: the row lock lasts to commit."""
     rate = ingest_rate(tenant)

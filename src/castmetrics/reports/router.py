@@ -16,13 +16,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from castmetrics.attribution.schemas import Model
+from castmetrics.auth.dependencies import requires, settings_of
+from castmetrics.auth.principal import Principal
 from castmetrics.errors import Invalid, RateLimited
-from castmetrics.http.auth import requires, settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, ProblemResponse, problem
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 from castmetrics.reports import render, service
 from castmetrics.reports.models import ReportLink
 from castmetrics.reports.schemas import ReportFormat, ReportLinkIn, ReportLinkOut, ReportOut

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from castmetrics.attribution import service as attribution
 from castmetrics.attribution.schemas import MODELS, Model
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import Actor
 from castmetrics.catalog import service as catalog
 from castmetrics.db.pagination import keyset_page
 from castmetrics.db.session import Database
 from castmetrics.errors import DomainError, NotFound, Unauthorized
-from castmetrics.identity import tokens
 from castmetrics.reports.models import ReportLink
 from castmetrics.reports.schemas import (
     ModelTotals,

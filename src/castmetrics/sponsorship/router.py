@@ -9,11 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.errors import Invalid
-from castmetrics.http.auth import requires
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.http.timerange import parse_bound
-from castmetrics.identity.service import Principal
 from castmetrics.measurement import service as measurement
 from castmetrics.sponsorship import pacing, service
 from castmetrics.sponsorship.models import Booking, Campaign

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
-from castmetrics.http.auth import requires
-from castmetrics.identity.service import Principal
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.quotas import service as quotas
 from castmetrics.tenancy import service
 from castmetrics.tenancy.schemas import TenantOut, TenantUpdate
@@ -24,7 +24,8 @@ async def get_tenant(principal: Annotated[Principal, requires("tenant", "read")]
 @router.patch("", response_model=TenantOut, summary="Update the tenant")
 async def update_tenant(body: TenantUpdate, principal: Annotated[Principal, requires("tenant", "update")]) -> TenantOut:
     """Change the name, domain, billing email or time zone (an IANA name)."""
-    tenant = await service.update(principal.session, principal.tenant, body, principal.actor)
+    tenant = await service.get(principal.session, principal.tenant.id)
+    tenant = await service.update(principal.session, tenant, body, principal.actor)
     return TenantOut.model_validate(tenant)
 
 

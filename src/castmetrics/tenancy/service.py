@@ -11,9 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth import service as auth
+from castmetrics.auth.principal import Actor
 from castmetrics.db.pagination import keyset_page
-from castmetrics.errors import Conflict, Forbidden, NotFound
+from castmetrics.errors import Conflict, NotFound
 from castmetrics.outbox import service as outbox
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate, TenantUpdate
@@ -27,10 +28,7 @@ def snapshot(tenant: Tenant) -> dict[str, Any]:
 
 def ensure_access(tenant: Tenant, *, write: bool) -> None:
     """Suspended tenants may read but not write or ingest; cancelled tenants may do nothing."""
-    if tenant.status == "cancelled":
-        raise Forbidden("this tenant is cancelled", reason="tenant_cancelled")
-    if write and tenant.status == "suspended":
-        raise Forbidden("this tenant is suspended: it may read but not change data", reason="tenant_suspended")
+    auth.ensure_access(tenant.status, write=write)
 
 
 async def create(session: AsyncSession, data: TenantCreate, actor: Actor, tenant_id: uuid.UUID | None = None) -> Tenant:

@@ -23,11 +23,11 @@ from fastapi import Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from castmetrics.auth import tokens
+from castmetrics.auth.dependencies import settings_of
 from castmetrics.errors import DomainError
-from castmetrics.http.auth import settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.identity import service as identity
-from castmetrics.identity import tokens
 from castmetrics.identity.schemas import TokenPair
 from castmetrics.web.api import Api, ApiError
 

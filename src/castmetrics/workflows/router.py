@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from castmetrics.auth.dependencies import requires
+from castmetrics.auth.principal import Principal
 from castmetrics.http import problems
-from castmetrics.http.auth import requires
 from castmetrics.http.pagination import CursorParam, Limit, Page
-from castmetrics.identity.service import Principal
 from castmetrics.workflows import service
 from castmetrics.workflows.api_schemas import (
     ExecutionOut,

@@ -13,11 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor, TenantRef
 from castmetrics.db.pagination import keyset_page
 from castmetrics.errors import Conflict, NotFound
 from castmetrics.quotas import service as quotas
-from castmetrics.tenancy.models import Tenant
 from castmetrics.workflows import engine
 from castmetrics.workflows.api_schemas import WorkflowIn, WorkflowUpdate
 from castmetrics.workflows.models import Workflow, WorkflowExecution
@@ -50,7 +49,7 @@ def _definition(field: str, value: Any) -> Any:
 
 
 async def create_workflow(
-    session: AsyncSession, tenant: Tenant, actor: Actor, data: WorkflowIn, *, created_by: uuid.UUID | None
+    session: AsyncSession, tenant: TenantRef, actor: Actor, data: WorkflowIn, *, created_by: uuid.UUID | None
 ) -> Workflow:
     """A workflow with a fresh signing secret, within the tier's ``workflows`` quota (402 when full)."""
     await quotas.ensure_room(session, tenant, "workflows")

@@ -31,7 +31,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import castmetrics
-from castmetrics.audit.service import Actor
+from castmetrics.auth.principal import Actor
 from castmetrics.catalog import fetch
 from castmetrics.config import Settings
 from castmetrics.errors import Conflict, NotFound

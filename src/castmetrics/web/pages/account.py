@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from castmetrics.auth.dependencies import settings_of
 from castmetrics.errors import DomainError
-from castmetrics.http.auth import settings_of
 from castmetrics.http.deps import get_database
 from castmetrics.identity import service as identity
 from castmetrics.identity.schemas import SignupIn
@@ -60,7 +60,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 @router.get("/login")
-async def login_page(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query's name
+async def login_page(request: Request, next: str | None = None) -> Response:  # the query's name
     if next is None and request.cookies.get(SESSION_COOKIE) and await has_session(request):
         return redirect(request, "/")
     return render(request, "login.html", {"next": safe_next(next), "title": "Sign in"})

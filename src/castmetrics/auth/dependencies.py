@@ -9,21 +9,17 @@ setting mounts them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 
+from castmetrics.auth import service, tokens
+from castmetrics.auth.principal import Principal
 from castmetrics.config import Settings
 from castmetrics.errors import Forbidden, Unauthorized
-from castmetrics.http import idempotency
-from castmetrics.http.deps import acting_for, get_database, is_write
-from castmetrics.identity import service as identity
-from castmetrics.identity import tokens
-from castmetrics.identity.models import ApiKey, User
-from castmetrics.identity.service import Principal
+from castmetrics.http.deps import get_database, is_write
+from castmetrics.idempotency import service as idempotency
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -75,7 +71,6 @@ OPTIONAL_PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
     }
 )
 AUTHENTICATED = "authenticated"
-API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 def settings_of(request: Request) -> Settings:
@@ -88,38 +83,18 @@ async def _principal(request: Request, credential: str | None) -> AsyncIterator[
     if not credential:
         raise Unauthorized("credentials are required: send Authorization: Bearer <token or API key>")
     db, settings = get_database(request), settings_of(request)
-    api_key_id = None
+    user_id = api_key_id = None
     if credential.startswith(tokens.API_KEY_PREFIX):
-        tenant_id, api_key_id = await identity.find_api_key(db, credential)
+        tenant_id, api_key_id = await service.find_api_key(db, credential)
     else:
         claims = tokens.read_access_token(settings.secret_key.get_secret_value(), credential)
         tenant_id, user_id = claims.tenant_id, claims.user_id
-    async with acting_for(db, tenant_id, write=is_write(request)) as scope:
-        session = scope.session
-        api_key = None
-        if api_key_id is not None:
-            api_key = await session.scalar(select(ApiKey).where(ApiKey.id == api_key_id))
-            if api_key is None or api_key.revoked_at is not None:
-                raise Unauthorized("the API key is not valid")
-            user_id = api_key.user_id
-            now = datetime.now(UTC)
-            if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
-                api_key.last_used_at = now
-        user = await session.scalar(select(User).where(User.id == user_id))
-        if user is None or not user.is_active:
-            raise Unauthorized("the account is deactivated or gone")
-        permissions = identity.effective_permissions(await identity.permissions_of(session, user.id), api_key)
-        yield Principal(
-            session=session,
-            tenant=scope.tenant,
-            user=user,
-            roles=await identity.roles_of(session, user.id),
-            permissions=permissions,
-            api_key=api_key,
-        )
+    async with service.acting_for(db, tenant_id, write=is_write(request)) as scope:
+        principal = await service.principal_in(scope, user_id, api_key_id)
+        yield principal
         # Counted last, just before commit: the row lock on today's counter is held for the commit
         # only, not the whole request, so one user's parallel requests barely wait on each other.
-        await identity.count_user_activity(session, user, api_calls=1)
+        await service.count_user_activity(principal.session, principal.tenant.id, principal.user.id, api_calls=1)
 
 
 def requires(resource: str, action: str, *, verified: bool = False) -> Any:

@@ -1,4 +1,5 @@
-"""Background publishing of the outbox, every few seconds, one tenant transaction at a time."""
+"""Publishing the outbox and starting the workflows its events trigger: every few seconds, one tenant
+transaction at a time (queued as ``outbox:publish``, see ``jobs.app.TASK_MODULES``)."""
 
 from __future__ import annotations
 

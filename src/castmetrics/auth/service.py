@@ -1,0 +1,141 @@
+"""Resolving credentials to a principal: the API-key lookup, the tenant's access rules, and the rows
+the principal is made of, read with SQL (the credential tables are read here, written by identity)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from castmetrics.auth import tokens
+from castmetrics.auth.principal import ApiKeyContext, Principal, TenantContext, UserContext
+from castmetrics.auth.scopes import effective_permissions
+from castmetrics.db.session import Database
+from castmetrics.errors import Forbidden, Unauthorized
+
+# An API key's last use is written at most this often, so a busy key does not make every read a write.
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+_TENANT = text(
+    """
+    SELECT id, name, slug, domain, subscription_tier, status, subscription_status, billing_email, time_zone,
+           metadata AS metadata_, created_at, updated_at
+    FROM tenants WHERE id = :t
+    """
+)
+_USER = text("SELECT tenant_id, id, email, name, email_verified, is_active FROM users WHERE id = :u")
+_API_KEY = text("SELECT id, user_id, name, prefix, scopes, revoked_at FROM api_keys WHERE id = :k")
+_TOUCH_API_KEY = text(
+    "UPDATE api_keys SET last_used_at = now() WHERE id = :k "
+    "AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => :s))"
+)
+# The user's roles and the union of their permissions (a user without roles has neither).
+_ROLES_AND_PERMISSIONS = text(
+    """
+    SELECT coalesce(array_agg(DISTINCT r.name ORDER BY r.name), '{}') AS roles,
+           coalesce((SELECT array_agg(DISTINCT rp.permission)
+                     FROM user_roles ur2
+                     JOIN role_permissions rp ON rp.tenant_id = ur2.tenant_id AND rp.role_id = ur2.role_id
+                     WHERE ur2.user_id = :u), '{}') AS permissions
+    FROM user_roles ur JOIN roles r ON r.tenant_id = ur.tenant_id AND r.id = ur.role_id
+    WHERE ur.user_id = :u
+    """
+)
+USER_METRIC_UPSERT = text(
+    """
+    INSERT INTO user_metrics AS m (tenant_id, user_id, day, logins, api_calls)
+    VALUES (:tenant_id, :user_id, (now() AT TIME ZONE 'UTC')::date, :logins, :api_calls)
+    ON CONFLICT (tenant_id, user_id, day)
+    DO UPDATE SET logins = m.logins + EXCLUDED.logins, api_calls = m.api_calls + EXCLUDED.api_calls
+    """
+)
+
+
+def ensure_access(status: str, *, write: bool) -> None:
+    """Suspended tenants may read but not write or ingest; cancelled tenants may do nothing."""
+    if status == "cancelled":
+        raise Forbidden("this tenant is cancelled", reason="tenant_cancelled")
+    if write and status == "suspended":
+        raise Forbidden("this tenant is suspended: it may read but not change data", reason="tenant_suspended")
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """What a tenant-scoped request works with: its transaction and the tenant it acts for."""
+
+    session: AsyncSession
+    tenant: TenantContext
+
+
+@asynccontextmanager
+async def acting_for(db: Database, tenant_id: uuid.UUID, *, write: bool) -> AsyncIterator[TenantScope]:
+    """One transaction acting for ``tenant_id``: RLS context set, tenant status enforced (a
+    suspended tenant may only read, a cancelled one nothing), ``tenant_id`` bound to every log
+    line. Commits when the block succeeds, rolls back when it raises.
+
+    The authentication dependency resolves ``tenant_id`` from the credentials and enters this with
+    ``write`` true for any method but GET, HEAD and OPTIONS.
+    """
+    async with db.tenant_transaction(tenant_id) as session:
+        row = (await session.execute(_TENANT, {"t": tenant_id})).mappings().first()
+        if row is None:  # credentials for a tenant that no longer exists
+            raise Unauthorized("the credentials belong to no tenant")
+        tenant = TenantContext(**row)
+        ensure_access(tenant.status, write=write)
+        structlog.contextvars.bind_contextvars(tenant_id=str(tenant_id))
+        yield TenantScope(session=session, tenant=tenant)
+
+
+async def find_api_key(db: Database, key: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """(tenant_id, key_id) of a valid key, through the narrow definer function."""
+    prefix = tokens.api_key_prefix(key)
+    if prefix is None:
+        raise Unauthorized("the API key is not valid")
+    async with db.transaction() as session:
+        row = (await session.execute(text("SELECT * FROM auth_find_api_key(:p)"), {"p": prefix})).first()
+    if row is None or not tokens.same_digest(row.key_hash, tokens.digest(key)):
+        raise Unauthorized("the API key is not valid")
+    return row.tenant_id, row.key_id
+
+
+async def count_user_activity(
+    session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, *, logins: int = 0, api_calls: int = 0
+) -> None:
+    """Add to the user's counters for today (UTC)."""
+    await session.execute(
+        USER_METRIC_UPSERT, {"tenant_id": tenant_id, "user_id": user_id, "logins": logins, "api_calls": api_calls}
+    )
+
+
+async def principal_in(scope: TenantScope, user_id: uuid.UUID | None, api_key_id: uuid.UUID | None) -> Principal:
+    """The principal of a user's own credentials (``user_id``) or of an API key (``api_key_id``),
+    read in the request's tenant transaction; revoked keys and deactivated users are refused."""
+    session = scope.session
+    api_key = None
+    if api_key_id is not None:
+        key_row = (await session.execute(_API_KEY, {"k": api_key_id})).first()
+        if key_row is None or key_row.revoked_at is not None:
+            raise Unauthorized("the API key is not valid")
+        user_id = key_row.user_id
+        api_key = ApiKeyContext(id=key_row.id, name=key_row.name, prefix=key_row.prefix, scopes=list(key_row.scopes))
+        await session.execute(_TOUCH_API_KEY, {"k": api_key_id, "s": API_KEY_TOUCH_INTERVAL.total_seconds()})
+    user_row = (await session.execute(_USER, {"u": user_id})).mappings().first()
+    if user_row is None or not user_row["is_active"]:
+        raise Unauthorized("the account is deactivated or gone")
+    user = UserContext(**user_row)
+    access = (await session.execute(_ROLES_AND_PERMISSIONS, {"u": user.id})).one()
+    permissions = effective_permissions(frozenset(access.permissions), api_key.scopes if api_key else None)
+    return Principal(
+        session=session,
+        tenant=scope.tenant,
+        user=user,
+        roles=list(access.roles),
+        permissions=permissions,
+        api_key=api_key,
+    )

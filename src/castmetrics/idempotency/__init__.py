@@ -1,0 +1,1 @@
+"""``Idempotency-Key`` on creating POSTs: claims, stored answers and their pruning."""

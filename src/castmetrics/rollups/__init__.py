@@ -1,0 +1,1 @@
+"""Refreshing and rebuilding every kind of rollup (listener and download) from the invalidation log."""
