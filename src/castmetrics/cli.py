@@ -17,7 +17,13 @@ import typer
 from pydantic import ValidationError
 
 from castmetrics.auth.principal import Actor
-from castmetrics.config import InsecureSettings, Settings, check_production_safety
+from castmetrics.config import (
+    InsecureSettings,
+    Settings,
+    check_listen_address,
+    check_production_safety,
+    with_secret_key,
+)
 from castmetrics.db import migrate as migrations
 from castmetrics.db import roles, urls
 from castmetrics.db.embedded import EmbeddedPostgres
@@ -58,7 +64,8 @@ def _settings(data_dir: Path | None = None) -> Settings:
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
     try:
-        check_production_safety(settings)
+        check_production_safety(settings)  # outside development the key is configured, never generated
+        settings = with_secret_key(settings)
     except InsecureSettings as exc:
         _fail(str(exc), code=2)
     configure_logging(settings.log_level, settings.log_json)
@@ -201,6 +208,10 @@ def serve(
     from castmetrics.app import create_app
 
     settings = _settings(data_dir)
+    try:
+        check_listen_address(settings, host)
+    except InsecureSettings as exc:
+        _fail(str(exc), code=2)
     embedded = not settings.database_url
     # uvicorn re-raises the SIGTERM it caught once it has shut down; turn it into a normal exit so
     # the embedded PostgreSQL is stopped by owner_database's cleanup.
@@ -235,6 +246,7 @@ def serve(
             {
                 "DATABASE_URL": owner_url,
                 "CASTMETRICS_APP_DATABASE_URL": runtime_url,
+                "CASTMETRICS_SECRET_KEY": settings.secret_key.get_secret_value(),
                 "CASTMETRICS_IN_PROCESS_WORKER": "true" if in_process else "false",
                 "CASTMETRICS_DEMO_WEBHOOK_RECEIVER": "true" if settings.demo_webhook_receiver else "false",
                 "CASTMETRICS_ALLOW_PRIVATE_WEBHOOKS": "true" if settings.allow_private_webhooks else "false",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +36,9 @@ class Settings(BaseSettings):
     embedded_database: str = "castmetrics"
 
     environment: str = "development"
-    secret_key: SecretStr = SecretStr("dev-insecure-change-me")  # refused outside development
+    # Signs every token and derives the runtime role's password. Unset: the data directory's own key,
+    # generated at random on first start (``with_secret_key``); the constant below is never used as is.
+    secret_key: SecretStr = SecretStr("dev-insecure-change-me")
     public_url: str = "http://127.0.0.1:8000"
 
     log_level: str = "INFO"
@@ -95,23 +100,82 @@ class Settings(BaseSettings):
 
 
 DEV_SECRET_KEY = "dev-insecure-change-me"
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class InsecureSettings(ValueError):
     """Settings that must not reach production."""
 
 
+def is_development_key(settings: Settings) -> bool:
+    """The public constant, or a key too short to resist guessing."""
+    key = settings.secret_key.get_secret_value()
+    return key == DEV_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH
+
+
 def check_production_safety(settings: Settings) -> None:
     """Outside development the secret key must be set and long: it signs every token and derives the
     runtime role's password."""
-    key = settings.secret_key.get_secret_value()
-    if settings.environment != "development" and (key == DEV_SECRET_KEY or len(key) < 32):
+    if settings.environment != "development" and is_development_key(settings):
         raise InsecureSettings(
-            "CASTMETRICS_SECRET_KEY must be set to a random value of at least 32 characters "
+            f"CASTMETRICS_SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
             f"when CASTMETRICS_ENVIRONMENT is {settings.environment!r}"
         )
 
 
+def check_listen_address(settings: Settings, host: str) -> None:
+    """A server reachable from other machines must not sign tokens with a key anyone can know."""
+    if not is_loopback(host) and is_development_key(settings):
+        raise InsecureSettings(
+            f"refusing to listen on {host!r} with a development secret key: set CASTMETRICS_SECRET_KEY to a "
+            f"random value of at least {MIN_SECRET_KEY_LENGTH} characters (or unset it to use the data "
+            "directory's generated key), or listen on 127.0.0.1"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
+def with_secret_key(settings: Settings) -> Settings:
+    """``settings`` with a secret key: the configured one, else the data directory's own, generated at
+    random on first start and kept in ``<data_dir>/secret_key`` (mode 0600), so tokens and the runtime
+    role's password survive restarts while no two installations share a key."""
+    if "secret_key" in settings.model_fields_set:
+        return settings
+    path = settings.data_dir / SECRET_KEY_FILE
+    key = _read_key(path)
+    if key is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: of two processes starting at once, one writes the key and the other reads it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = _read_key(path)
+        else:
+            key = secrets.token_urlsafe(48)
+            with os.fdopen(fd, "w") as file:
+                file.write(key + "\n")
+    if not key:
+        raise InsecureSettings(f"the secret key file {path} is empty: delete it to generate a new key")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # readable by others: anyone who reads it can sign tokens
+    return settings.model_copy(update={"secret_key": SecretStr(key)})
+
+
+def _read_key(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return with_secret_key(Settings())

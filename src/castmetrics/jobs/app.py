@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.config import Settings
+from castmetrics.config import Settings, get_settings
 from castmetrics.db import urls
 from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
@@ -83,7 +83,7 @@ async def opened(runtime_url: str, max_size: int = 4) -> AsyncIterator[procrasti
 def settings_of(context: procrastinate.JobContext) -> Settings:
     """The settings the worker was started with (the environment's when it was started without)."""
     settings = context.additional_context.get("settings")
-    return settings if isinstance(settings, Settings) else Settings()
+    return settings if isinstance(settings, Settings) else get_settings()
 
 
 async def for_each_tenant(
