@@ -1,15 +1,17 @@
-"""CSV exports of analytics answers (``Accept: text/csv``), written row by row as they stream out."""
+"""CSV exports of analytics answers (``Accept: text/csv``), written row by row as they stream out, every
+text cell defused against spreadsheet formulas (``http.spreadsheet``)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+
+from castmetrics.http.spreadsheet import cell
 
 CSV = "text/csv"
 CHUNK_ROWS = 1_000
@@ -24,22 +26,12 @@ def wants_csv(request: Request) -> bool:
     return json_at < 0 or accept.find(CSV) < json_at
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
 def _chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     for count, row in enumerate(rows, 1):
-        writer.writerow([_cell(value) for value in row])
+        writer.writerow([cell(value) for value in row])
         if count % CHUNK_ROWS == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)

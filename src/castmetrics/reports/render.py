@@ -7,13 +7,14 @@ import io
 import math
 import unicodedata
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from castmetrics.attribution.schemas import Model
+from castmetrics.http.spreadsheet import cell, text_cell
 from castmetrics.money import exponent
 from castmetrics.reports.schemas import ReportOut
 
@@ -26,8 +27,6 @@ MODEL_LABELS: dict[Model, str] = {
 }
 NULL = "\u2014"  # an em dash: a ratio whose divisor is 0
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# Spreadsheets run a cell starting with one of these as a formula: text cells get a leading quote.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # --- CSV -----------------------------------------------------------------------------------------
 
@@ -42,21 +41,8 @@ BOOKING_HEADER = (
 PODCAST_HEADER = ("podcast_id", "podcast", "conversions", "revenue")
 
 
-def _text(value: str | None) -> str:
-    """A user-written text cell, defused against spreadsheet formula injection."""
-    if not value:
-        return ""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
 def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    return value
+    return repr(value) if isinstance(value, float) else cell(value)
 
 
 def report_csv(report: ReportOut) -> bytes:
@@ -76,10 +62,10 @@ def report_csv(report: ReportOut) -> bytes:
 
     pacing = report.pacing
     facts: list[tuple[str, Any]] = [
-        ("campaign", _text(report.campaign.name)),
+        ("campaign", text_cell(report.campaign.name)),
         ("campaign_id", report.campaign.id),
         ("stage", report.campaign.stage),
-        ("sponsor", _text(report.sponsor.name) if report.sponsor else None),
+        ("sponsor", text_cell(report.sponsor.name) if report.sponsor else None),
         ("flight_start", report.flight_start),
         ("flight_end", report.flight_end),
         ("as_of", report.as_of),
@@ -110,8 +96,8 @@ def report_csv(report: ReportOut) -> bytes:
     block(
         BOOKING_HEADER,
         (
-            (b.booking_id, _text(names[b.booking_id].podcast_name) if b.booking_id in names else None,
-             _text(names[b.booking_id].episode_title) if b.booking_id in names else None, b.placement,
+            (b.booking_id, text_cell(names[b.booking_id].podcast_name) if b.booking_id in names else None,
+             text_cell(names[b.booking_id].episode_title) if b.booking_id in names else None, b.placement,
              b.pricing_model, b.currency, b.flight_start, b.flight_end, b.phase, b.booked, b.delivered,
              b.expected_to_date, b.projected, b.pace, b.status, b.spend_to_date)
             for b in pacing.bookings
@@ -119,7 +105,7 @@ def report_csv(report: ReportOut) -> bytes:
     )  # fmt: skip
     block(
         PODCAST_HEADER,
-        ((p.podcast_id, _text(p.name), p.conversions, p.revenue) for p in report.attribution.podcasts),
+        ((p.podcast_id, text_cell(p.name), p.conversions, p.revenue) for p in report.attribution.podcasts),
     )
     return buffer.getvalue().encode("utf-8")
 
