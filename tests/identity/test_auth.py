@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import pytest
 from sqlalchemy import select
 
+from castmetrics.config import Settings
 from castmetrics.db.session import Database
+from castmetrics.errors import RateLimited, Unauthorized
+from castmetrics.identity import service as identity
+from castmetrics.identity import throttle
 from castmetrics.mail.models import Email
 from tests.identity.conftest import PASSWORD, bearer, signup
 
@@ -125,3 +132,33 @@ async def test_repeated_failures_are_slowed_then_refused(client: httpx.AsyncClie
     # even the right password is refused until the window ends
     blocked = await client.post("/v1/auth/login", json={"email": "throttled@example.com", "password": PASSWORD})
     assert blocked.status_code == 429
+
+
+async def test_parallel_guesses_check_no_more_passwords_than_the_limit(client: httpx.AsyncClient) -> None:
+    # given an account, and a guesser sending 60 guesses at once from one address
+    await signup(client, email="raced@example.com")
+    guesses = [
+        client.post("/v1/auth/login", json={"email": "raced@example.com", "password": f"guess-{n:04d}-x"})
+        for n in range(60)
+    ]
+    statuses = [response.status_code for response in await asyncio.gather(*guesses)]
+    # then only as many passwords as the limit allows were checked; the rest were refused unread
+    assert statuses.count(401) == throttle.BLOCK_AFTER, statuses
+    assert statuses.count(429) == 60 - throttle.BLOCK_AFTER
+
+
+async def test_a_guesser_locks_out_only_their_own_address(
+    client: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    # given a guesser who exhausted the limit for an account from their address
+    await signup(client, email="target@example.com")
+    await signup(client, email="neighbour@example.com")
+    for _ in range(throttle.BLOCK_AFTER):
+        with pytest.raises(Unauthorized):
+            await identity.login(db, settings, "target@example.com", "wrong-password-1", "203.0.113.66")
+    with pytest.raises(RateLimited):
+        await identity.login(db, settings, "target@example.com", PASSWORD, "203.0.113.66")
+    # then the account's owner, from another address, still logs in
+    assert (await identity.login(db, settings, "target@example.com", PASSWORD, "198.51.100.7")).access_token
+    # and another account behind the guesser's address is not refused
+    assert (await identity.login(db, settings, "neighbour@example.com", PASSWORD, "203.0.113.66")).access_token

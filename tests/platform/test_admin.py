@@ -52,10 +52,11 @@ async def test_login_issues_a_platform_token(
 
 
 async def test_login_has_its_own_throttle(http: httpx.AsyncClient, operator: Operator, owner_db: Database) -> None:
-    # given as many recent failures for this email as the platform login tolerates
+    # given as many recent failures for this email, from this client's address, as the platform login
+    # tolerates (the ASGI test client's address is 127.0.0.1)
     async with owner_db.transaction() as session:
         for _ in range(throttle.BLOCK_AFTER):
-            await throttle.record_failure(session, throttle.keys_for(operator.email, None, realm="platform"))
+            await throttle.record_failure(session, throttle.keys_for(operator.email, "127.0.0.1", realm="platform"))
     # then even the right password is refused until the window ends
     refused = await http.post("/v1/admin/login", json={"email": operator.email, "password": PASSWORD})
     assert refused.status_code == 429

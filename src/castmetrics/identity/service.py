@@ -16,10 +16,11 @@ from castmetrics.audit import service as audit
 from castmetrics.auth import service as auth
 from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor, Principal, UserRef
+from castmetrics.changes import record_change
 from castmetrics.config import Settings
-from castmetrics.db.pagination import keyset_page
+from castmetrics.db.repository import Repository
 from castmetrics.db.session import Database
-from castmetrics.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from castmetrics.errors import Conflict, Forbidden, Invalid, Unauthorized
 from castmetrics.identity import passwords, throttle
 from castmetrics.identity.models import ApiKey, Permission, RefreshToken, Role, RolePermission, User, UserRole
 from castmetrics.identity.permissions import DEFAULT_ROLES
@@ -34,7 +35,6 @@ from castmetrics.identity.schemas import (
     UserUpdate,
 )
 from castmetrics.mail import service as mail
-from castmetrics.outbox import service as outbox
 from castmetrics.quotas import service as quotas
 from castmetrics.tenancy import service as tenancy
 from castmetrics.tenancy.models import Tenant
@@ -43,6 +43,10 @@ from castmetrics.tenancy.schemas import TenantCreate
 VERIFY_LIFETIME = timedelta(days=7)
 RESET_LIFETIME = timedelta(hours=1)
 INVITE_LIFETIME = timedelta(days=7)
+
+_users = Repository(User, moment=User.created_at)
+_roles = Repository(Role, moment=Role.created_at)
+_api_keys = Repository(ApiKey, moment=ApiKey.created_at)
 
 
 # --- tenants and their roles ---------------------------------------------------------------------
@@ -76,10 +80,9 @@ async def provision_tenant(
 
 async def role_by_name(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Role:
     # Filtered by tenant as well as by RLS: the owner's connection (CLI) bypasses RLS.
-    role = await session.scalar(select(Role).where(Role.tenant_id == tenant_id, func.lower(Role.name) == name.lower()))
-    if role is None:
-        raise NotFound(f"no role named {name!r}")
-    return role
+    return await _roles.get_by(
+        session, Role.tenant_id == tenant_id, func.lower(Role.name) == name.lower(), missing=f"no role named {name!r}"
+    )
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -140,11 +143,11 @@ async def create_user(
         role = await role_by_name(session, tenant_id, role_name)
         session.add(UserRole(tenant_id=tenant_id, user_id=user.id, role_id=role.id))
     await session.flush()
-    await audit.record(
+    await record_change(
         session, tenant_id=tenant_id, actor=actor, action="create", entity_type="user", entity_id=user.id,
         after={"email": user.email, "name": user.name, "roles": sorted(role_names)},
+        event_type="user.created", payload={"user_id": str(user.id)},
     )  # fmt: skip
-    await outbox.add_event(session, tenant_id=tenant_id, event_type="user.created", payload={"user_id": str(user.id)})
     return user
 
 
@@ -186,14 +189,11 @@ async def permissions_of(session: AsyncSession, user_id: uuid.UUID) -> frozenset
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await session.scalar(select(User).where(User.id == user_id))
-    if user is None:
-        raise NotFound("no such user")
-    return user
+    return await _users.get(session, user_id, missing="no such user")
 
 
 async def list_users(session: AsyncSession, *, limit: int, cursor: str | None) -> tuple[Sequence[User], str | None]:
-    return await keyset_page(session, select(User), moment=User.created_at, ident=User.id, limit=limit, cursor=cursor)
+    return await _users.page(session, limit=limit, cursor=cursor)
 
 
 def _fingerprint(password_hash: str | None) -> str:
@@ -284,16 +284,14 @@ async def login(db: Database, settings: Settings, email: str, password: str, cli
     """Password login. Failures are counted per email and per address: slowed, then refused (429)."""
     keys = throttle.keys_for(email, client_addr, realm="user")
     async with db.transaction() as session:
-        delay = await throttle.before_attempt(session, keys)
+        delay = await throttle.attempt(session, keys)
         found = (await session.execute(text("SELECT * FROM auth_find_user(:email)"), {"email": email})).first()
     await asyncio.sleep(delay)
     ok = await passwords.verify_password(password, found.password_hash if found else None)
     if not ok or found is None or not found.is_active:
-        async with db.transaction() as session:
-            await throttle.record_failure(session, keys)
         raise Unauthorized("the email or password is wrong")
     async with db.transaction() as session:
-        await throttle.record_success(session, keys[0])
+        await throttle.record_success(session, keys)
     async with db.tenant_transaction(found.tenant_id) as session:
         tenant = await tenancy.get(session, found.tenant_id)
         tenancy.ensure_access(tenant, write=False)
@@ -481,13 +479,11 @@ async def invite_user(session: AsyncSession, settings: Settings, principal: Prin
     user = await _add_user(session, principal.tenant.id, email=str(data.email), name=data.name, password_hash=None)
     session.add_all(UserRole(tenant_id=user.tenant_id, user_id=user.id, role_id=r.id) for r in roles)
     await session.flush()
-    await audit.record(
+    await record_change(
         session, tenant_id=user.tenant_id, actor=principal.actor, action="create", entity_type="user",
         entity_id=user.id, after={"email": user.email, "name": user.name, "roles": sorted(r.name for r in roles)},
+        event_type="user.invited", payload={"user_id": str(user.id)},
     )  # fmt: skip
-    await outbox.add_event(
-        session, tenant_id=user.tenant_id, event_type="user.invited", payload={"user_id": str(user.id)}
-    )
     await _invite_email(session, settings, user, principal.user)
     return user
 
@@ -579,14 +575,11 @@ async def role_permissions(session: AsyncSession, role_ids: Sequence[uuid.UUID])
 
 
 async def list_roles(session: AsyncSession, *, limit: int, cursor: str | None) -> tuple[Sequence[Role], str | None]:
-    return await keyset_page(session, select(Role), moment=Role.created_at, ident=Role.id, limit=limit, cursor=cursor)
+    return await _roles.page(session, limit=limit, cursor=cursor)
 
 
 async def get_role(session: AsyncSession, role_id: uuid.UUID) -> Role:
-    role = await session.scalar(select(Role).where(Role.id == role_id))
-    if role is None:
-        raise NotFound("no such role")
-    return role
+    return await _roles.get(session, role_id, missing="no such role")
 
 
 async def _check_permission_names(session: AsyncSession, names: Sequence[str]) -> frozenset[str]:
@@ -696,16 +689,11 @@ async def create_api_key(session: AsyncSession, principal: Principal, data: ApiK
 async def list_api_keys(
     session: AsyncSession, *, limit: int, cursor: str | None
 ) -> tuple[Sequence[ApiKey], str | None]:
-    return await keyset_page(
-        session, select(ApiKey), moment=ApiKey.created_at, ident=ApiKey.id, limit=limit, cursor=cursor
-    )
+    return await _api_keys.page(session, limit=limit, cursor=cursor)
 
 
 async def get_api_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
-    api_key = await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
-    if api_key is None:
-        raise NotFound("no such API key")
-    return api_key
+    return await _api_keys.get(session, key_id, missing="no such API key")
 
 
 async def rename_api_key(session: AsyncSession, principal: Principal, api_key: ApiKey, name: str) -> ApiKey:

@@ -1,10 +1,16 @@
-"""Slowing, then refusing, repeated failed logins per email and per client address."""
+"""Slowing, then refusing, repeated login attempts per (account, client address) and per address.
+
+Each attempt is counted atomically *before* its password is checked, so parallel guesses cannot all slip
+through between a read and a write: past the limit, the password is not even looked at. Counting per
+(account, address) rather than per account means a guesser locks out only themselves: the account's owner,
+from another address, still gets in, and other accounts behind the guesser's address (a NAT, an office)
+are only refused when that address alone has failed far more often.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,65 +18,73 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from castmetrics.errors import RateLimited
 
 WINDOW_SECONDS = 15 * 60
-SLOW_AFTER = 5  # failures in the window before each attempt is delayed
-BLOCK_AFTER = 10  # failures in the window before attempts are refused (429) until the window ends
+# Per (account, address): attempts in the window before each one is delayed, and before they are refused.
+SLOW_AFTER = 5
+BLOCK_AFTER = 10
+# Per address, whatever the account: far higher, so a shared address is not refused for one guesser.
+ADDRESS_SLOW_AFTER = 20
+ADDRESS_BLOCK_AFTER = 100
 MAX_DELAY_SECONDS = 4.0
+
+_PAIR, _ADDRESS = "pair", "addr"
+
+# Adds one attempt to each key (a window that has run out starts again) and answers the counts.
+_COUNT = text(
+    """
+    INSERT INTO auth_throttle AS t (key, failures, window_started_at)
+    SELECT k, 1, now() FROM unnest(CAST(:keys AS text[])) AS k
+    ON CONFLICT (key) DO UPDATE SET
+        failures = CASE WHEN t.window_started_at > now() - make_interval(secs => :window)
+                        THEN t.failures + 1 ELSE 1 END,
+        window_started_at = CASE WHEN t.window_started_at > now() - make_interval(secs => :window)
+                                 THEN t.window_started_at ELSE now() END
+    RETURNING key, failures,
+              GREATEST(0, EXTRACT(EPOCH FROM window_started_at + make_interval(secs => :window) - now())) AS left
+    """
+)
 
 
 def keys_for(email: str, client_addr: str | None, realm: str = "user") -> list[str]:
-    """Hashed keys: the table never holds an email or address in the clear. Each realm (tenant users,
-    platform admins) counts its own failures, so a success in one never clears the other's count."""
-    keys = [f"{realm}:email:" + hashlib.sha256(email.strip().casefold().encode()).hexdigest()]
+    """Hashed keys (the table never holds an email or address in the clear): the (account, address) pair
+    first, then the address. Each realm (tenant users, platform admins) counts apart."""
+    account = email.strip().casefold()
+    keys = [f"{realm}:{_PAIR}:" + hashlib.sha256(f"{account}\0{client_addr or ''}".encode()).hexdigest()]
     if client_addr:
-        keys.append(f"{realm}:addr:" + hashlib.sha256(client_addr.encode()).hexdigest())
+        keys.append(f"{realm}:{_ADDRESS}:" + hashlib.sha256(client_addr.encode()).hexdigest())
     return keys
 
 
-async def before_attempt(session: AsyncSession, keys: list[str]) -> float:
-    """Refuse while a key is blocked; otherwise answer how long to wait before trying the password
-    (longer the more recent failures there are). The caller waits *after* its transaction ends, so a
-    delayed attempt never holds a database connection."""
-    rows = (
-        await session.execute(
-            text(
-                "SELECT failures, blocked_until, window_started_at FROM auth_throttle "
-                "WHERE key = ANY(:keys) AND window_started_at > now() - make_interval(secs => :window)"
-            ),
-            {"keys": keys, "window": WINDOW_SECONDS},
-        )
-    ).all()
-    now = datetime.now(UTC)
-    blocked = [r.blocked_until for r in rows if r.blocked_until is not None and r.blocked_until > now]
-    if blocked:
-        retry_after = math.ceil((max(blocked) - now).total_seconds())
-        raise RateLimited("too many failed logins: try again later", retry_after=max(retry_after, 1))
-    failures = max((r.failures for r in rows), default=0)
-    if failures >= SLOW_AFTER:
-        return float(min(MAX_DELAY_SECONDS, 0.25 * 2 ** (failures - SLOW_AFTER)))
-    return 0.0
+def _limits(key: str) -> tuple[int, int]:
+    return (ADDRESS_SLOW_AFTER, ADDRESS_BLOCK_AFTER) if f":{_ADDRESS}:" in key else (SLOW_AFTER, BLOCK_AFTER)
+
+
+async def attempt(session: AsyncSession, keys: list[str]) -> float:
+    """Count this attempt against every key, then refuse it (429) when a key is past its limit, or answer
+    how long to wait before checking the password (longer the more attempts came before). The caller
+    waits *after* its transaction ends, so a delayed attempt never holds a database connection."""
+    rows = (await session.execute(_COUNT, {"keys": keys, "window": WINDOW_SECONDS})).all()
+    delay = 0.0
+    for row in rows:
+        slow_after, block_after = _limits(row.key)
+        if row.failures > block_after:
+            raise RateLimited("too many failed logins: try again later", retry_after=max(math.ceil(row.left), 1))
+        before = row.failures - 1
+        if before >= slow_after:
+            delay = max(delay, min(MAX_DELAY_SECONDS, 0.25 * 2 ** (before - slow_after)))
+    return delay
 
 
 async def record_failure(session: AsyncSession, keys: list[str]) -> None:
-    """Count a failure for each key; a window that has run out starts again."""
-    await session.execute(
-        text(
-            """
-            INSERT INTO auth_throttle AS t (key, failures, window_started_at)
-            SELECT k, 1, now() FROM unnest(CAST(:keys AS text[])) AS k
-            ON CONFLICT (key) DO UPDATE SET
-                failures = CASE WHEN t.window_started_at > now() - make_interval(secs => :window)
-                                THEN t.failures + 1 ELSE 1 END,
-                window_started_at = CASE WHEN t.window_started_at > now() - make_interval(secs => :window)
-                                         THEN t.window_started_at ELSE now() END,
-                blocked_until = CASE WHEN t.window_started_at > now() - make_interval(secs => :window)
-                                      AND t.failures + 1 >= :block_after
-                                     THEN now() + make_interval(secs => :window) ELSE NULL END
-            """
-        ),
-        {"keys": keys, "window": WINDOW_SECONDS, "block_after": BLOCK_AFTER},
-    )
+    """Count failures that happened elsewhere (an attempt already counts itself)."""
+    await session.execute(_COUNT, {"keys": keys, "window": WINDOW_SECONDS})
 
 
-async def record_success(session: AsyncSession, email_key: str) -> None:
-    """A successful login clears its email's count (the address keeps its own)."""
-    await session.execute(text("DELETE FROM auth_throttle WHERE key = :key"), {"key": email_key})
+async def record_success(session: AsyncSession, keys: list[str]) -> None:
+    """A successful login clears its (account, address) count and takes its own attempt back from the
+    address's count (the address keeps its failures)."""
+    await session.execute(text("DELETE FROM auth_throttle WHERE key = :key"), {"key": keys[0]})
+    if len(keys) > 1:
+        await session.execute(
+            text("UPDATE auth_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = ANY(:keys)"),
+            {"keys": keys[1:]},
+        )

@@ -17,14 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.audit import service as audit
 from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor
+from castmetrics.changes import record_change
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, Unauthorized
 from castmetrics.identity import passwords, throttle
-from castmetrics.outbox import service as outbox
 from castmetrics.platform.models import PlatformAdmin
 from castmetrics.platform.schemas import AdminTenantUpdate, AdminToken
 from castmetrics.tenancy import service as tenancy
@@ -73,18 +72,16 @@ async def login(db: Database, settings: Settings, email: str, password: str, cli
     """Password login for administrators, throttled exactly like tenant users' login."""
     keys = throttle.keys_for(email, client_addr, realm="platform")
     async with db.transaction() as session:
-        delay = await throttle.before_attempt(session, keys)
+        delay = await throttle.attempt(session, keys)
         admin = await session.scalar(select(PlatformAdmin).where(func.lower(PlatformAdmin.email) == email.lower()))
     # With no such admin this still spends a bcrypt check: the timing does not tell who exists.
     await asyncio.sleep(delay)
     ok = await passwords.verify_password(password, admin.password_hash if admin else None)
     if admin is None or not ok:
-        async with db.transaction() as session:
-            await throttle.record_failure(session, keys)
         log.info("platform.login_failed")
         raise Unauthorized("the email or password is wrong")
     async with db.transaction() as session:
-        await throttle.record_success(session, keys[0])
+        await throttle.record_success(session, keys)
         found = await session.get(PlatformAdmin, admin.id)
         if found is not None:
             found.last_login_at = datetime.now(UTC)
@@ -126,12 +123,9 @@ async def update_tenant(
         tenant.subscription_tier = data.subscription_tier
         await session.flush()
         await session.refresh(tenant)
-        await audit.record(
+        await record_change(
             session, tenant_id=tenant.id, actor=principal.actor, action="update", entity_type="tenant",
-            entity_id=tenant.id, before=before, after=tenancy.snapshot(tenant),
-        )  # fmt: skip
-        await outbox.add_event(
-            session, tenant_id=tenant.id, event_type="tenant.tier_changed",
+            entity_id=tenant.id, before=before, after=tenancy.snapshot(tenant), event_type="tenant.tier_changed",
             payload={"from": before["subscription_tier"], "to": tenant.subscription_tier},
         )  # fmt: skip
     return tenant
