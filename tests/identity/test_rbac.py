@@ -3,6 +3,7 @@ no escalation, tenants invisible to each other."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -11,7 +12,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from castmetrics.auth import service as auth
 from castmetrics.auth.dependencies import PUBLIC_ROUTES, permission_of
+from castmetrics.config import Settings
+from castmetrics.db.session import Database
+from castmetrics.errors import Conflict
+from castmetrics.identity import service as identity
 from castmetrics.identity.permissions import DEFAULT_ROLES
 from tests.identity.conftest import Team
 
@@ -194,3 +200,44 @@ async def test_ingest_key_cannot_change_settings(make_team, client: httpx.AsyncC
     assert (await client.get("/v1/me", headers=headers)).status_code == 200
     refused = await client.patch("/v1/me/email-preferences", json={"product_news": True}, headers=headers)
     assert refused.status_code == 403 and refused.json()["reason"] == "api_key_scope"
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_one_owner(
+    make_team,  # type: ignore[no-untyped-def]
+    db: Database,
+    settings: Settings,
+    client: httpx.AsyncClient,
+) -> None:
+    # given a tenant with two owners, A and B
+    team = await make_team()
+    owner_a = team.user_ids["owner"]
+    roles = (await client.get("/v1/roles", headers=team.auth("owner"))).json()["items"]
+    owner_role = next(r["id"] for r in roles if r["name"] == "owner")
+    viewer_role = next(r["id"] for r in roles if r["name"] == "viewer")
+    owner_b = team.user_ids["admin"]
+    promoted = await client.put(
+        f"/v1/users/{owner_b}/roles", json={"role_ids": [owner_role]}, headers=team.auth("owner")
+    )
+    assert promoted.status_code == 200, promoted.text
+
+    async def demote(actor_id: uuid.UUID, target_id: uuid.UUID, hold: asyncio.Event | None) -> None:
+        async with auth.acting_for(db, team.tenant_id, write=True) as scope:
+            principal = await auth.principal_in(scope, actor_id, None)
+            target = await identity.get_user(scope.session, target_id)
+            await identity.set_user_roles(scope.session, principal, target, [uuid.UUID(viewer_role)])
+            if hold is not None:
+                await hold.wait()  # A's transaction stays open while B's demotion runs
+
+    # when A demotes B and, before A commits, B demotes A
+    release = asyncio.Event()
+    first = asyncio.create_task(demote(owner_a, owner_b, release))
+    await asyncio.sleep(0.3)
+    second = asyncio.create_task(demote(owner_b, owner_a, None))
+    await asyncio.sleep(0.5)
+    release.set()
+    await first
+    # then B's demotion is refused, and A is still an owner
+    with pytest.raises(Conflict):
+        await second
+    async with db.tenant_transaction(team.tenant_id) as session:
+        assert "owner" in await identity.roles_of(session, owner_a)

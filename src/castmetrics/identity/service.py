@@ -490,6 +490,9 @@ async def invite_user(session: AsyncSession, settings: Settings, principal: Prin
 
 async def _owners_left(session: AsyncSession, tenant_id: uuid.UUID, excluding: uuid.UUID) -> int:
     owner = await role_by_name(session, tenant_id, "owner")
+    # The owner role's row lock serialises every change that could remove an owner, until this transaction
+    # ends: two owners demoting each other at once are counted one after the other, so one is refused.
+    await session.execute(select(Role.id).where(Role.id == owner.id).with_for_update())
     count = await session.scalar(
         select(func.count())
         .select_from(UserRole)
