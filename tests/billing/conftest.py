@@ -43,7 +43,7 @@ class FakeStripe:
 
 def _handler(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             form = {key: values[-1] for key, values in parse_qs(body).items()}
             fake.requests.append((self.path, form))
@@ -65,7 +65,7 @@ def _handler(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload.encode())
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler

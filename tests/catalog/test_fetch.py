@@ -34,7 +34,7 @@ class FeedServerHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FeedServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's name
         pass
 
     def do_GET(self) -> None:

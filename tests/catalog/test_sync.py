@@ -24,7 +24,7 @@ FEED_FILES = sorted(p.name for p in FEEDS.glob("*.xml"))
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -114,7 +114,7 @@ def test_the_set_answers_as_the_plain_loop_does(classifier: Classifier) -> None:
 
 def test_a_set_that_cannot_answer_gives_way_to_the_plain_loop() -> None:
     class Silent:  # what RE2 answers when its DFA runs out of memory: nothing, not even the sentinel
-        def Match(self, data: bytes) -> None:  # noqa: N802 - RE2's name
+        def Match(self, data: bytes) -> None:  # RE2's name
             return None
 
     patterns = useragents.PatternSet(["^b", "a", "^a"])

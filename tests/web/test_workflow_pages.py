@@ -257,7 +257,7 @@ async def test_bad_unknown_and_foreign_ids_are_404(client: httpx.AsyncClient, ma
 
 async def test_a_test_payload_that_is_not_plain_json_is_refused_on_the_page(
     client: httpx.AsyncClient, make_team, pages
-) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+) -> None:  # type: ignore[no-untyped-def]
     team: Team = await make_team()
     workflow = await create_workflow(client, team)
     http = await pages(team, "admin")

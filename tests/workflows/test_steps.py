@@ -71,7 +71,7 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Receiver
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's name
         pass
 
     def do_POST(self) -> None:
@@ -156,7 +156,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.messages.append(message_from_bytes(envelope.content))  # type: ignore[attr-defined]
         return "250 OK"
 

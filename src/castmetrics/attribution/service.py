@@ -181,6 +181,15 @@ async def spend_by_booking_day(
     return found
 
 
+def _spend_per_day(spend: dict[uuid.UUID, dict[date, Fraction]]) -> dict[date, Fraction]:
+    """The bookings' spend (as ``spend_by_booking_day`` answers it) added up per day."""
+    total: dict[date, Fraction] = defaultdict(Fraction)
+    for booking_days in spend.values():
+        for day, amount in booking_days.items():
+            total[day] += amount
+    return total
+
+
 # --- attribution ---------------------------------------------------------------------------------
 
 
@@ -205,10 +214,7 @@ async def campaign_models(
     bookings = await _live_bookings(session, campaign)
     currency = campaign_currency(bookings)
     spend = await spend_by_booking_day(session, bookings, currency, options)
-    spend_by_day: dict[date, Fraction] = defaultdict(Fraction)
-    for booking_days in spend.values():
-        for day, amount in booking_days.items():
-            spend_by_day[day] += amount
+    spend_by_day = _spend_per_day(spend)
 
     width = 8  # columns before the model sums
     touchpoints = unattributed = other_currency = 0

@@ -127,6 +127,20 @@ def _completion_share(duration: int) -> float:
     return max(0.3, 0.75 - 0.2 * duration / 3_600)
 
 
+def _marks(rng: random.Random, duration: int) -> list[tuple[float, str]]:
+    """Where a session of an episode ``duration`` seconds long acts, in order: the progress marks, and
+    perhaps pauses, an ad skipped and a seek."""
+    marks = [(duration * k / PROGRESS_MARKS, "progress") for k in range(1, PROGRESS_MARKS)]
+    if rng.random() < PAUSE_SHARE:
+        marks += [(rng.uniform(0.05, 0.95) * duration, "pause") for _ in range(1 + (rng.random() < 0.35))]
+    if rng.random() < SKIP_SHARE:  # the pre-roll or the mid-roll ad
+        marks.append((min(30.0, duration * 0.05) if rng.random() < 0.5 else rng.uniform(0.4, 0.6) * duration, "skip"))
+    if rng.random() < SEEK_SHARE:
+        marks.append((rng.uniform(0.1, 0.9) * duration, "seek"))
+    marks.sort()
+    return marks
+
+
 def session_script(rng: random.Random, duration: int) -> Script:
     """One listening session of an episode ``duration`` seconds long, in time order."""
     script: Script = []
@@ -142,16 +156,8 @@ def session_script(rng: random.Random, duration: int) -> Script:
         stop = rng.uniform(5.0, min(120.0, duration))
     else:
         stop = max(5.0, duration * rng.random() ** 1.3)  # drop-off: earlier positions more likely
-    marks = [(duration * k / PROGRESS_MARKS, "progress") for k in range(1, PROGRESS_MARKS)]
-    if rng.random() < PAUSE_SHARE:
-        marks += [(rng.uniform(0.05, 0.95) * duration, "pause") for _ in range(1 + (rng.random() < 0.35))]
-    if rng.random() < SKIP_SHARE:  # the pre-roll or the mid-roll ad
-        marks.append((min(30.0, duration * 0.05) if rng.random() < 0.5 else rng.uniform(0.4, 0.6) * duration, "skip"))
-    if rng.random() < SEEK_SHARE:
-        marks.append((rng.uniform(0.1, 0.9) * duration, "seek"))
-    marks.sort()
     position = listened = 0.0
-    for at, kind in marks:
+    for at, kind in _marks(rng, duration):
         if at >= stop:
             break
         if at < position:  # jumped over by a skip or seek

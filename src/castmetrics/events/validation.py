@@ -239,7 +239,7 @@ class Checker:
         else:
             self._attribution(items)
 
-    def _listener(self, items: Iterable[tuple[int, Any]]) -> None:
+    def _listener(self, items: Iterable[tuple[int, Any]]) -> None:  # noqa: C901 - ingest's hot loop, inlined for speed
         out, episodes, tenant_id = self.result, self._episodes, self.tenant_id
         first_seen, repeated = self._first.setdefault, self._repeated
         rows, indexes, rejected = out.rows, out.indexes, out.rejected

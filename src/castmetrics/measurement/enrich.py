@@ -177,7 +177,7 @@ def country_of(address: str) -> str | None:
     """ISO 3166 code of the address's country; None for private, reserved or unknown addresses."""
     try:
         return _countries().code(address)
-    except Exception:  # noqa: BLE001 - an unreadable address has no country
+    except Exception:  # an unreadable address has no country
         return None
 
 

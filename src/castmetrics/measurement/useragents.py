@@ -595,7 +595,7 @@ def installed_folder(data_dir: Path | None = None) -> Path | None:
             from castmetrics.config import get_settings
 
             data_dir = get_settings().data_dir
-        except Exception as exc:  # noqa: BLE001 - unreadable settings: the bundled lists
+        except Exception as exc:  # unreadable settings: the bundled lists
             log.warning("useragents.settings_unreadable", error=str(exc))
             return None
     return data_dir / INSTALLED_FOLDER

@@ -249,7 +249,7 @@ REPORT_FORMATS = ("pdf", "csv", "json")
 
 
 @router.get("/campaigns/{campaign_id}/report")
-async def report(request: Request, campaign_id: str, viewer: SignedIn, format: str = "pdf") -> Response:  # noqa: A002
+async def report(request: Request, campaign_id: str, viewer: SignedIn, format: str = "pdf") -> Response:
     """The campaign's sponsor report, as the API's report route answers it, with the session."""
     cid = uuid_or_404(campaign_id, "campaign")
     if format not in REPORT_FORMATS:
