@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -25,7 +26,7 @@ from castmetrics.db.base import Base
 class User(Base):
     __tablename__ = "users"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     email: Mapped[str] = mapped_column(Text)
     password_hash: Mapped[str | None] = mapped_column(Text)
@@ -45,6 +46,7 @@ class Permission(Base):
     """Platform-wide (no tenant): ``resource:action``, seeded by migrations, read-only at runtime."""
 
     __tablename__ = "permissions"
+    __table_args__ = (UniqueConstraint("resource", "action"),)
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     resource: Mapped[str] = mapped_column(Text)
@@ -54,7 +56,7 @@ class Permission(Base):
 class Role(Base):
     __tablename__ = "roles"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, server_default="")

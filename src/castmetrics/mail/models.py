@@ -15,7 +15,7 @@ from castmetrics.db.base import Base
 class Email(Base):
     __tablename__ = "emails"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(Text)
     to_address: Mapped[str] = mapped_column(Text)

@@ -15,7 +15,7 @@ from castmetrics.db.base import Base
 class QuotaThreshold(Base):
     __tablename__ = "quota_thresholds"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     quota: Mapped[str] = mapped_column(Text, primary_key=True)
     period: Mapped[str] = mapped_column(Text, primary_key=True)
     threshold: Mapped[int] = mapped_column(Integer, primary_key=True)

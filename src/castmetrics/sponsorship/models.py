@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, ForeignKeyConstraint, Integer, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -15,7 +26,7 @@ from castmetrics.db.base import Base
 class Sponsor(Base):
     __tablename__ = "sponsors"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(Text)
     website_url: Mapped[str | None] = mapped_column(Text)
@@ -30,7 +41,7 @@ class Campaign(Base):
     __tablename__ = "campaigns"
     __table_args__ = (ForeignKeyConstraint(["tenant_id", "sponsor_id"], ["sponsors.tenant_id", "sponsors.id"]),)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     sponsor_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     name: Mapped[str] = mapped_column(Text)
@@ -68,11 +79,17 @@ class Booking(Base):
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id", "campaign_id"], ["campaigns.tenant_id", "campaigns.id"], ondelete="CASCADE"),
         ForeignKeyConstraint(["tenant_id", "podcast_id"], ["podcasts.tenant_id", "podcasts.id"], ondelete="CASCADE"),
-        ForeignKeyConstraint(["tenant_id", "episode_id"], ["episodes.tenant_id", "episodes.id"]),
+        # PostgreSQL 15's column list: a deleted episode or original clears that column alone (the key's
+        # tenant_id and campaign_id stay).
+        ForeignKeyConstraint(
+            ["tenant_id", "episode_id"], ["episodes.tenant_id", "episodes.id"], ondelete="SET NULL (episode_id)"
+        ),
         ForeignKeyConstraint(
             ["tenant_id", "campaign_id", "make_good_of"],
             ["bookings.tenant_id", "bookings.campaign_id", "bookings.id"],
+            ondelete="SET NULL (make_good_of)",
         ),
+        UniqueConstraint("tenant_id", "campaign_id", "id", name="uq_bookings_campaign_id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
