@@ -145,7 +145,7 @@ async def test_every_answer_exports_as_csv(client: httpx.AsyncClient, traffic: T
     path, _, query = route.partition("?")
     params = dict(pair.split("=") for pair in query.split("&")) if query else {}
     url = f"/v1/analytics/podcasts/{traffic.show.podcast_id}/{path}"
-    headers = traffic.show.team.auth("viewer")
+    headers = traffic.show.team.auth("analyst")  # analysts may export (analytics:export)
     as_json = await client.get(url, params={**window(traffic), **params}, headers=headers)
     as_csv = await client.get(url, params={**window(traffic), **params}, headers={**headers, "Accept": "text/csv"})
     assert as_csv.status_code == 200, as_csv.text
@@ -245,3 +245,15 @@ async def test_a_summary_of_chosen_metrics(client: httpx.AsyncClient, traffic: T
         "/v1/analytics/tenant/summary", params={"metric": "hugs"}, headers=traffic.show.team.auth("viewer")
     )
     assert bad.status_code == 422
+
+
+async def test_a_csv_export_needs_the_export_permission(client: httpx.AsyncClient, traffic: Traffic) -> None:
+    # given a viewer, who may read analytics but not export them
+    url = f"/v1/analytics/podcasts/{traffic.show.podcast_id}/summary"
+    viewer = traffic.show.team.auth("viewer")
+    # when they ask for the answer as a file, then it is refused, naming the permission
+    refused = await client.get(url, params=window(traffic), headers={**viewer, "Accept": "text/csv"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["permission"] == "analytics:export"
+    # while the same answer as JSON is theirs to read
+    assert (await client.get(url, params=window(traffic), headers=viewer)).status_code == 200

@@ -15,9 +15,9 @@ from castmetrics.app import create_app
 from castmetrics.audit import service as audit
 from castmetrics.audit.models import AuditEntry
 from castmetrics.auth.principal import Actor
+from castmetrics.auth.service import TenantScope, acting_for
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.auth.service import TenantScope, acting_for
 from castmetrics.http.deps import get_database, is_write
 from castmetrics.tenancy import service as tenancy
 from tests.conftest import asgi_client

@@ -81,3 +81,15 @@ async def test_bad_key_input_is_a_422(make_team, client: httpx.AsyncClient) -> N
     for body in ({"name": "x", "scopes": []}, {"name": "x", "scopes": ["root"]}, {"name": "", "scopes": ["read"]}):
         response = await client.post("/v1/api-keys", json=body, headers=team.auth("owner"))
         assert response.status_code == 422, body
+
+
+async def test_an_ingest_only_key_learns_only_its_tenant_and_permissions(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    # given an ingest-only key, as a player SDK would carry it
+    team = await make_team()
+    ingest = bearer((await _key(client, team, "ingest"))["key"])
+    # when it asks who it is
+    me = (await client.get("/v1/me", headers=ingest)).json()
+    # then it learns its tenant and what it may do, not its creator's name, email or roles
+    assert me["user"] is None and me["roles"] == []
+    assert me["permissions"] == ["events:create"] and me["tenant"]["id"] == str(team.tenant_id)
+    assert "@" not in str(me)

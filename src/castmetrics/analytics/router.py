@@ -31,7 +31,7 @@ from castmetrics.analytics.schemas import (
 from castmetrics.auth.dependencies import requires
 from castmetrics.auth.principal import Principal
 from castmetrics.catalog.models import Episode, Podcast
-from castmetrics.errors import Invalid, NotFound
+from castmetrics.errors import Forbidden, Invalid, NotFound
 from castmetrics.http.timerange import parse_bound
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
@@ -52,6 +52,19 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {CSV: {"schema
 class Target:
     principal: Principal
     scope: service.Scope
+
+
+EXPORT = "analytics:export"
+
+
+def _exports_csv(request: Request, target: Target) -> bool:
+    """Whether the answer goes out as a CSV file: asked for (``Accept: text/csv``) and allowed — a file
+    leaves the product, so it needs ``analytics:export`` beside ``analytics:read``."""
+    if not wants_csv(request):
+        return False
+    if not target.principal.has(EXPORT):
+        raise Forbidden(f"a CSV export needs the {EXPORT} permission", reason="missing_permission", permission=EXPORT)
+    return True
 
 
 def _zone(name: str, principal: Principal) -> ZoneInfo:
@@ -134,7 +147,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
             return {"metric": metric, "interval": interval, "tz": zone.key, "estimate": estimate, "points": points}
 
         answer = await _cached(request, target, ("timeseries", metric, first, last, interval, zone.key), compute)
-        if wants_csv(request):
+        if _exports_csv(request, target):
             rows = ((point["bucket"], point["value"]) for point in answer["points"])
             return csv_response(f"{metric}-{interval}", ("bucket", metric), rows)
         return answer
@@ -154,7 +167,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
             return await service.summary(target.principal.session, target.scope, first, last, zone, metrics=metrics)
 
         answer = await _cached(request, target, ("summary", first, last, zone.key, metrics), compute)
-        if wants_csv(request):
+        if _exports_csv(request, target):
             rows = ((m["metric"], m["value"], m["previous"], m["change"], m["estimate"]) for m in answer["metrics"])
             return csv_response("summary", ("metric", "value", "previous", "change", "estimate"), rows)
         return answer
@@ -181,7 +194,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
             return {"by": by, "items": await service.download_breakdown(session, target.scope, by, first, last)}
 
         answer = await _cached(request, target, ("breakdown", by, first, last, zone.key), compute)
-        if wants_csv(request):
+        if _exports_csv(request, target):
             if by == "event_type":
                 return csv_response(by, ("key", "count"), ((i["key"], i["count"]) for i in answer["items"]))
             rows = ((i["key"], i["downloads"], i["listeners"]) for i in answer["items"])
@@ -206,7 +219,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
             return {"metric": metric, "from": first, "to": last, "tz": zone.key, "items": items}
 
         answer = await _cached(request, target, ("top", metric, first, last, zone.key, limit), compute)
-        if wants_csv(request):
+        if _exports_csv(request, target):
             header = ("rank", "episode_id", "podcast_id", "title", "published_at", metric)
             rows = (
                 (i["rank"], i["episode_id"], i["podcast_id"], i["title"], i["published_at"], i["value"])
@@ -233,7 +246,7 @@ def _add_routes(kind: str, path: str, label: str) -> None:  # noqa: C901 - one r
         curves = await _cached(request, target, ("launch", now), compute)
         episodes = curves["episodes"]
         answer = {**curves, "total": len(episodes), "episodes": episodes[offset : offset + limit]}
-        if wants_csv(request):
+        if _exports_csv(request, target):
             windows = [f"day_{n}" for n in service.LAUNCH_WINDOWS]
             rows = [[e["episode_id"], e["title"], e["published_at"], *(e[w] for w in windows)] for e in episodes]
             average = curves["average"]

@@ -83,14 +83,14 @@ async def _principal(request: Request, credential: str | None) -> AsyncIterator[
     if not credential:
         raise Unauthorized("credentials are required: send Authorization: Bearer <token or API key>")
     db, settings = get_database(request), settings_of(request)
-    user_id = api_key_id = None
+    user_id = api_key_id = session_id = None
     if credential.startswith(tokens.API_KEY_PREFIX):
         tenant_id, api_key_id = await service.find_api_key(db, credential)
     else:
         claims = tokens.read_access_token(settings.secret_key.get_secret_value(), credential)
-        tenant_id, user_id = claims.tenant_id, claims.user_id
+        tenant_id, user_id, session_id = claims.tenant_id, claims.user_id, claims.session_id
     async with service.acting_for(db, tenant_id, write=is_write(request)) as scope:
-        principal = await service.principal_in(scope, user_id, api_key_id)
+        principal = await service.principal_in(scope, user_id, api_key_id, session_id)
         yield principal
         # Counted last, just before commit: the row lock on today's counter is held for the commit
         # only, not the whole request, so one user's parallel requests barely wait on each other.

@@ -29,7 +29,19 @@ _TENANT = text(
     FROM tenants WHERE id = :t
     """
 )
-_USER = text("SELECT tenant_id, id, email, name, email_verified, is_active FROM users WHERE id = :u")
+# The user, and whether the login session an access token was issued for (a refresh-token family) is still
+# live: logout, a password reset, deactivation or a replayed refresh token revoke every row of the family.
+_USER = text(
+    """
+    SELECT tenant_id, id, email, name, email_verified, is_active,
+           (CAST(:sid AS uuid) IS NULL OR EXISTS (
+                SELECT 1 FROM refresh_tokens r
+                WHERE r.tenant_id = u.tenant_id AND r.family_id = CAST(:sid AS uuid) AND r.user_id = u.id
+                  AND r.revoked_at IS NULL
+           )) AS session_live
+    FROM users u WHERE id = :u
+    """
+)
 _API_KEY = text("SELECT id, user_id, name, prefix, scopes, revoked_at FROM api_keys WHERE id = :k")
 _TOUCH_API_KEY = text(
     "UPDATE api_keys SET last_used_at = now() WHERE id = :k "
@@ -113,9 +125,15 @@ async def count_user_activity(
     )
 
 
-async def principal_in(scope: TenantScope, user_id: uuid.UUID | None, api_key_id: uuid.UUID | None) -> Principal:
-    """The principal of a user's own credentials (``user_id``) or of an API key (``api_key_id``),
-    read in the request's tenant transaction; revoked keys and deactivated users are refused."""
+async def principal_in(
+    scope: TenantScope,
+    user_id: uuid.UUID | None,
+    api_key_id: uuid.UUID | None,
+    session_id: uuid.UUID | None = None,
+) -> Principal:
+    """The principal of a user's own credentials (``user_id``, with the login session ``session_id`` of an
+    access token) or of an API key (``api_key_id``), read in the request's tenant transaction; revoked
+    keys, ended sessions and deactivated users are refused."""
     session = scope.session
     api_key = None
     if api_key_id is not None:
@@ -125,10 +143,12 @@ async def principal_in(scope: TenantScope, user_id: uuid.UUID | None, api_key_id
         user_id = key_row.user_id
         api_key = ApiKeyContext(id=key_row.id, name=key_row.name, prefix=key_row.prefix, scopes=list(key_row.scopes))
         await session.execute(_TOUCH_API_KEY, {"k": api_key_id, "s": API_KEY_TOUCH_INTERVAL.total_seconds()})
-    user_row = (await session.execute(_USER, {"u": user_id})).mappings().first()
+    user_row = (await session.execute(_USER, {"u": user_id, "sid": session_id})).mappings().first()
     if user_row is None or not user_row["is_active"]:
         raise Unauthorized("the account is deactivated or gone")
-    user = UserContext(**user_row)
+    if not user_row["session_live"]:
+        raise Unauthorized("the session has ended: log in again")
+    user = UserContext(**{k: v for k, v in user_row.items() if k != "session_live"})
     access = (await session.execute(_ROLES_AND_PERMISSIONS, {"u": user.id})).one()
     permissions = effective_permissions(frozenset(access.permissions), api_key.scopes if api_key else None)
     return Principal(

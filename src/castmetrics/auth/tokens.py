@@ -49,17 +49,25 @@ def verify(secret: str, purpose: str, token: str) -> dict[str, Any]:
 class AccessClaims:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
+    # The login session (refresh-token family) the token was issued for: when the session ends (logout,
+    # password reset, a stolen refresh token replayed, deactivation) its access tokens stop working too.
+    session_id: uuid.UUID | None = None
 
 
-def issue_access_token(secret: str, tenant_id: uuid.UUID, user_id: uuid.UUID, minutes: int) -> str:
+def issue_access_token(
+    secret: str, tenant_id: uuid.UUID, user_id: uuid.UUID, minutes: int, session_id: uuid.UUID | None = None
+) -> str:
     claims = {"sub": str(user_id), "tid": str(tenant_id), "jti": secrets.token_hex(8)}
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return sign(secret, "access", claims, timedelta(minutes=minutes))
 
 
 def read_access_token(secret: str, token: str) -> AccessClaims:
     claims = verify(secret, "access", token)
     try:
-        return AccessClaims(tenant_id=uuid.UUID(claims["tid"]), user_id=uuid.UUID(claims["sub"]))
+        session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
+        return AccessClaims(tenant_id=uuid.UUID(claims["tid"]), user_id=uuid.UUID(claims["sub"]), session_id=session_id)
     except (KeyError, ValueError) as exc:
         raise Unauthorized("the access token is not valid") from exc
 

@@ -128,12 +128,15 @@ async def accept_invite(body: NewPasswordIn, request: Request) -> TokenPair:
 
 @router.get("/me", response_model=MeOut, summary="Who am I")
 async def me(principal: Annotated[Principal, authenticated()]) -> MeOut:
-    """The user (for an API key: its creator), tenant, roles and effective permissions."""
+    """The user (for an API key: its creator), tenant, roles and effective permissions. An ingest-only
+    key, which may only send events, learns its tenant and permissions, not who created it (`user` is
+    null, `roles` empty)."""
     key = principal.api_key
+    ingest_only = key is not None and not ({"read", "admin"} & set(key.scopes))
     return MeOut(
-        user=MeUser.model_validate(principal.user, from_attributes=True),
+        user=None if ingest_only else MeUser.model_validate(principal.user, from_attributes=True),
         tenant=TenantBrief.model_validate(principal.tenant),
-        roles=principal.roles,
+        roles=[] if ingest_only else principal.roles,
         permissions=sorted(principal.permissions),
         api_key=ApiKeyBrief(id=key.id, name=key.name, prefix=key.prefix, scopes=key.scopes) if key else None,
     )

@@ -84,7 +84,7 @@ class ApiKeyBrief(BaseModel):
 
 
 class MeOut(BaseModel):
-    user: MeUser
+    user: MeUser | None  # null for an ingest-only API key
     tenant: TenantBrief
     roles: list[str]
     permissions: list[str]

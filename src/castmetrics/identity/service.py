@@ -242,20 +242,21 @@ async def _issue_tokens(
     session: AsyncSession, settings: Settings, user: User, family_id: uuid.UUID | None = None
 ) -> TokenPair:
     token_id = uuid.uuid4()
+    family_id = family_id or uuid.uuid4()
     refresh, secret_part = tokens.new_refresh_token(user.tenant_id, token_id)
     session.add(
         RefreshToken(
             tenant_id=user.tenant_id,
             id=token_id,
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=tokens.digest(secret_part),
             expires_at=datetime.now(UTC) + timedelta(days=settings.refresh_token_days),
         )
     )
     await session.flush()
     access = tokens.issue_access_token(
-        settings.secret_key.get_secret_value(), user.tenant_id, user.id, settings.access_token_minutes
+        settings.secret_key.get_secret_value(), user.tenant_id, user.id, settings.access_token_minutes, family_id
     )
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_minutes * 60)
 
@@ -424,10 +425,19 @@ async def _set_password(session: AsyncSession, settings: Settings, user: User, p
     )  # fmt: skip
 
 
+async def _user_for_update(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user's row, locked until the transaction ends: a single-use token (reset, invite) presented twice
+    at once is checked by the second only after the first has committed, and then refused."""
+    user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+    if user is None:
+        raise Unauthorized("the token's account is gone")
+    return user
+
+
 async def reset_password(db: Database, settings: Settings, token: str, password: str) -> None:
     claims = tokens.verify(settings.secret_key.get_secret_value(), "reset", token)
     async with db.tenant_transaction(claims["tid"]) as session:
-        user = await get_user(session, uuid.UUID(claims["sub"]))
+        user = await _user_for_update(session, uuid.UUID(claims["sub"]))
         if claims.get("pwv") != _fingerprint(user.password_hash) or not user.is_active:
             raise Unauthorized("the reset token was already used")
         await _set_password(session, settings, user, password)
@@ -436,7 +446,7 @@ async def reset_password(db: Database, settings: Settings, token: str, password:
 async def accept_invite(db: Database, settings: Settings, token: str, password: str) -> TokenPair:
     claims = tokens.verify(settings.secret_key.get_secret_value(), "invite", token)
     async with db.tenant_transaction(claims["tid"]) as session:
-        user = await get_user(session, uuid.UUID(claims["sub"]))
+        user = await _user_for_update(session, uuid.UUID(claims["sub"]))
         if user.password_hash is not None or not user.is_active:
             raise Unauthorized("the invitation was already accepted")
         await _set_password(session, settings, user, password)
