@@ -72,6 +72,25 @@ async def test_unsigned_badly_signed_and_old_deliveries_are_refused(billing: htt
     assert (await billing.post("/v1/billing/webhook", content=body, headers=headers)).json() == {"status": "applied"}
 
 
+async def test_a_signature_from_the_future_is_refused(billing: httpx.AsyncClient, make_team, db) -> None:  # type: ignore[no-untyped-def]
+    # A signature dated ahead (a leaked secret, or a captured delivery re-signed with a later time) would stay
+    # replayable until that time plus the tolerance: beyond 5 minutes ahead it is refused like an old one.
+    team = await make_team("free")
+    event = stripe_event("customer.subscription.created", subscription(tenant_id=team.tenant_id))
+
+    six_minutes_ahead = await deliver(billing, event, timestamp=int(time.time()) + 360)
+    a_day_ahead = await deliver(billing, event, timestamp=int(time.time()) + 86_400)
+
+    for refused in (six_minutes_ahead, a_day_ahead):
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+    state = await billing_state(db, team.tenant_id)
+    assert (state["subscription_tier"], state["events"]) == ("free", [])
+    # a clock a little ahead of ours (within the tolerance) is still accepted
+    one_minute_ahead = await deliver(billing, event, timestamp=int(time.time()) + 60)
+    assert one_minute_ahead.json() == {"status": "applied"}
+
+
 async def test_a_repeated_event_is_a_duplicate_and_applied_once(billing: httpx.AsyncClient, make_team, db) -> None:  # type: ignore[no-untyped-def]
     team = await make_team("free")
     event = stripe_event("customer.subscription.created", subscription(tenant_id=team.tenant_id))
