@@ -46,7 +46,10 @@ async def test_the_cookie_is_secure_over_https(app, make_team) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
         signed = await sign_in(http, team.emails["owner"])
-    session = next(v for k, v in signed.headers.multi_items() if k == "set-cookie" and v.startswith(SESSION_COOKIE))
+    # over HTTPS the cookie carries the __Host- prefix (Secure, this host only, path /)
+    session = next(
+        v for k, v in signed.headers.multi_items() if k == "set-cookie" and v.startswith(f"__Host-{SESSION_COOKIE}=")
+    )
     assert "Secure" in session and "HttpOnly" in session
 
 
@@ -165,7 +168,8 @@ async def test_cookies_are_secure_behind_a_trusted_https_proxy(settings, db, own
         app = create_app(settings.model_copy(update={"trusted_proxies": trusted}), database=db, admin_database=owner_db)
         async with asgi_client(app) as http:
             page = await http.get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"})
-        cookie = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith(CSRF_COOKIE))
+        name = f"__Host-{CSRF_COOKIE}" if secure else CSRF_COOKIE  # the prefix goes with Secure
+        cookie = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith(f"{name}="))
         assert ("Secure" in cookie) is secure, (trusted, cookie)
 
 
@@ -210,3 +214,21 @@ async def test_the_csrf_token_of_before_sign_in_is_worthless_after_it(client, ma
     out = await client.post("/logout", data={"csrf_token": before})
     assert out.status_code == 403
     assert (await client.get("/")).status_code == 200  # still signed in
+
+
+async def test_a_csrf_token_from_another_session_does_not_fit(client, make_team) -> None:  # type: ignore[no-untyped-def]
+    # given an attacker who signed in themselves and holds a valid (nonce, form token) pair of their session
+    team = await make_team()
+    attacker = httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
+    async with attacker:
+        await sign_in(attacker, team.emails["viewer"])
+        page = await attacker.get("/")
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+        assert token, page.text[:500]
+        planted_nonce = attacker.cookies[CSRF_COOKIE]
+    # when they plant that nonce in a signed-in victim's browser and post the form token with it
+    await sign_in(client, team.emails["owner"])
+    client.cookies.set(CSRF_COOKIE, planted_nonce, domain="testserver.local")
+    posted = await client.post("/logout", data={"csrf_token": token.group(1)})
+    # then the victim's session refuses it: the token was bound to the attacker's session
+    assert posted.status_code == 403 and "Form expired" in posted.text

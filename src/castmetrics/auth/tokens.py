@@ -63,6 +63,18 @@ def issue_access_token(
     return sign(secret, "access", claims, timedelta(minutes=minutes))
 
 
+def access_token_session(secret: str, token: str) -> uuid.UUID | None:
+    """The login session an access token was issued for, whether or not it has expired (its signature
+    is checked): what a dashboard form's CSRF token is bound to."""
+    try:
+        claims = jwt.decode(
+            token, _key(secret, "access"), algorithms=[ALGORITHM], issuer=ISSUER, options={"verify_exp": False}
+        )
+        return uuid.UUID(claims["sid"]) if claims.get("typ") == "access" and "sid" in claims else None
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+
+
 def read_access_token(secret: str, token: str) -> AccessClaims:
     claims = verify(secret, "access", token)
     try:

@@ -32,7 +32,7 @@ async def static(name: str) -> Response:
 async def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     response = redirect(request, login_url(exc.next_path))
-    clear_session(response)  # a dead session must not send the login page back here
+    clear_session(request, response)  # a dead session must not send the login page back here
     return response
 
 

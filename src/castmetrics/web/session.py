@@ -65,17 +65,32 @@ def secure_cookies(request: Request) -> bool:
     return request.url.scheme == "https" or settings_of(request).public_url.startswith("https://")
 
 
+def cookie_name(request: Request, name: str) -> str:
+    """Over HTTPS the ``__Host-`` prefix: the browser then only accepts the cookie Secure, for this host and
+    path ``/``, so a sibling subdomain cannot plant one (a CSRF nonce of its choosing, say)."""
+    return f"__Host-{name}" if secure_cookies(request) else name
+
+
+def cookie(request: Request, name: str) -> str:
+    return request.cookies.get(cookie_name(request, name), "")
+
+
 # --- CSRF ------------------------------------------------------------------------------------------
 
 
 def _csrf_digest(request: Request, nonce: str) -> str:
-    secret = settings_of(request).secret_key.get_secret_value().encode()
-    return hmac.new(secret, f"dashboard-csrf:{nonce}".encode(), hashlib.sha256).hexdigest()
+    """The form token: the nonce bound to the visitor's login session (none before signing in), so a token
+    obtained in another session, or a nonce planted in this browser, is worthless here."""
+    secret = settings_of(request).secret_key.get_secret_value()
+    access, _, _ = cookie(request, SESSION_COOKIE).partition("|")
+    session_id = tokens.access_token_session(secret, access) if access else None
+    message = f"dashboard-csrf:{nonce}:{session_id or ''}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_token(request: Request) -> str:
     """The token for this visitor's forms; a new nonce is made (and set by ``apply_cookies``) if needed."""
-    nonce = getattr(request.state, "csrf_nonce", None) or request.cookies.get(CSRF_COOKIE, "")
+    nonce = getattr(request.state, "csrf_nonce", None) or cookie(request, CSRF_COOKIE)
     if not (16 <= len(nonce) <= 64):
         nonce = secrets.token_urlsafe(24)
         request.state.csrf_nonce = nonce
@@ -90,7 +105,7 @@ def rotate_csrf(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The posted form, once its CSRF token is checked (403 page otherwise)."""
     form = await request.form(max_files=0, max_fields=50)
-    nonce = request.cookies.get(CSRF_COOKIE, "")
+    nonce = cookie(request, CSRF_COOKIE)
     sent = form.get(CSRF_FIELD)
     if not nonce or not isinstance(sent, str) or not hmac.compare_digest(sent, _csrf_digest(request, nonce)):
         detail = "The form was too old or came from another site. Reload the page and try again."
@@ -116,20 +131,23 @@ def _session_value(pair: TokenPair) -> str:
 def set_session(request: Request, response: Response, pair: TokenPair) -> None:
     settings = settings_of(request)
     response.set_cookie(
-        SESSION_COOKIE, _session_value(pair), max_age=settings.refresh_token_days * 86400, path="/",
-        httponly=True, samesite="lax", secure=secure_cookies(request),
+        cookie_name(request, SESSION_COOKIE), _session_value(pair), max_age=settings.refresh_token_days * 86400,
+        path="/", httponly=True, samesite="lax", secure=secure_cookies(request),
     )  # fmt: skip
 
 
-def clear_session(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/")
+def clear_session(request: Request, response: Response) -> None:
+    response.delete_cookie(cookie_name(request, SESSION_COOKIE), path="/", secure=secure_cookies(request))
 
 
 def apply_cookies(request: Request, response: Response) -> Response:
     """Set what this request decided: a new CSRF nonce, a renewed session."""
     nonce = getattr(request.state, "csrf_nonce", None)
     if nonce:
-        response.set_cookie(CSRF_COOKIE, nonce, path="/", httponly=True, samesite="lax", secure=secure_cookies(request))
+        response.set_cookie(
+            cookie_name(request, CSRF_COOKIE), nonce, path="/", httponly=True, samesite="lax",
+            secure=secure_cookies(request),
+        )  # fmt: skip
     renewed = getattr(request.state, "renewed_session", None)
     if isinstance(renewed, TokenPair):
         set_session(request, response, renewed)
@@ -186,7 +204,7 @@ async def _renew(request: Request, refresh: str) -> TokenPair:
 
 
 async def _valid_pair(request: Request) -> tuple[str, str] | None:
-    raw = request.cookies.get(SESSION_COOKIE, "")
+    raw = cookie(request, SESSION_COOKIE)
     access, _, refresh = raw.partition("|")
     if not access or not refresh:
         return None
@@ -227,7 +245,7 @@ async def current_viewer(request: Request) -> Viewer:
         if exc.status == 401:
             raise LoginRequired(_next_path(request)) from None
         raise page_error(exc) from None
-    zone = zone_named(request.cookies.get(ZONE_COOKIE)) or zone_named(me["tenant"].get("time_zone")) or ZoneInfo("UTC")
+    zone = zone_named(cookie(request, ZONE_COOKIE)) or zone_named(me["tenant"].get("time_zone")) or ZoneInfo("UTC")
     return Viewer(request=request, api=api, me=me, zone=zone, permissions=frozenset(me["permissions"]))
 
 

@@ -22,6 +22,8 @@ from castmetrics.web.session import (
     ZONE_COOKIE,
     checked_form,
     clear_session,
+    cookie,
+    cookie_name,
     field_of,
     has_session,
     rotate_csrf,
@@ -45,7 +47,7 @@ def _signed_in(request: Request, target: str, pair: Any, zone_name: str) -> Resp
     set_session(request, response, pair)
     if zone_named(zone_name) is not None:
         response.set_cookie(
-            ZONE_COOKIE, zone_name, max_age=365 * 86400, path="/", httponly=True, samesite="lax",
+            cookie_name(request, ZONE_COOKIE), zone_name, max_age=365 * 86400, path="/", httponly=True, samesite="lax",
             secure=secure_cookies(request),
         )  # fmt: skip
     return response
@@ -61,7 +63,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:  # the query's name
-    if next is None and request.cookies.get(SESSION_COOKIE) and await has_session(request):
+    if next is None and cookie(request, SESSION_COOKIE) and await has_session(request):
         return redirect(request, "/")
     return render(request, "login.html", {"next": safe_next(next), "title": "Sign in"})
 
@@ -84,12 +86,12 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await checked_form(request)
-    _, _, refresh = request.cookies.get(SESSION_COOKIE, "").partition("|")
+    _, _, refresh = cookie(request, SESSION_COOKIE).partition("|")
     if refresh:
         await identity.logout(get_database(request), refresh)
     rotate_csrf(request)
     response = redirect(request, "/login")
-    clear_session(response)
+    clear_session(request, response)
     return response
 
 
