@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit.models import AuditEntry
 from castmetrics.auth.principal import Actor
-from castmetrics.db.pagination import keyset_page
+from castmetrics.db.repository import Repository
 
 # Field names whose values never enter the audit log, whatever the domain passes in.
 SECRET_FIELDS = frozenset({"password", "password_hash", "token", "key", "key_hash", "secret", "refresh_token"})
+
+_entries = Repository(AuditEntry, moment=AuditEntry.occurred_at)
 
 
 def jsonable(value: Any) -> Any:
@@ -103,6 +105,4 @@ async def list_page(
         statement = statement.where(AuditEntry.occurred_at >= occurred_from)
     if occurred_to is not None:
         statement = statement.where(AuditEntry.occurred_at < occurred_to)
-    return await keyset_page(
-        session, statement, moment=AuditEntry.occurred_at, ident=AuditEntry.id, limit=limit, cursor=cursor
-    )
+    return await _entries.page(session, statement, limit=limit, cursor=cursor)

@@ -18,13 +18,13 @@ from castmetrics.auth.principal import Actor, TenantRef
 from castmetrics.catalog import fetch, rss
 from castmetrics.catalog.models import Episode, Podcast, PodcastFeed, PodcastSync
 from castmetrics.catalog.schemas import EpisodeIn, EpisodeUpdate, PodcastIn, PodcastUpdate, SyncReport
+from castmetrics.changes import record_change
 from castmetrics.config import Settings
-from castmetrics.db.pagination import keyset_page
+from castmetrics.db.repository import Repository
 from castmetrics.db.search import contains
 from castmetrics.db.session import Database
 from castmetrics.errors import Invalid, NotFound
 from castmetrics.measurement import service as measurement
-from castmetrics.outbox import service as outbox
 from castmetrics.outbox.models import OutboxEvent
 from castmetrics.quotas import service as quotas
 from castmetrics.tenancy.models import Tenant
@@ -38,6 +38,10 @@ SYNCED_FIELDS = (
     "title", "description", "episode_number", "season", "published_at", "duration_seconds", "audio_url",
     "audio_type", "audio_length_bytes", "explicit", "image_url",
 )  # fmt: skip
+
+_podcasts = Repository(Podcast, moment=Podcast.created_at)
+_episodes = Repository(Episode, moment=Episode.created_at)
+_syncs = Repository(PodcastSync, moment=PodcastSync.started_at)
 
 
 def prefix_url(settings: Settings, tenant_slug: str, audio_url: str | None) -> str | None:
@@ -62,21 +66,16 @@ async def create_podcast(session: AsyncSession, tenant: TenantRef, actor: Actor,
     session.add(podcast)
     await session.flush()
     await session.refresh(podcast)
-    await audit.record(
+    await record_change(
         session, tenant_id=tenant.id, actor=actor, action="create", entity_type="podcast", entity_id=podcast.id,
         after={f: getattr(podcast, f) for f in PODCAST_FIELDS},
+        event_type="podcast.created", payload={"podcast_id": str(podcast.id)},
     )  # fmt: skip
-    await outbox.add_event(
-        session, tenant_id=tenant.id, event_type="podcast.created", payload={"podcast_id": str(podcast.id)}
-    )
     return podcast
 
 
 async def get_podcast(session: AsyncSession, podcast_id: uuid.UUID) -> Podcast:
-    podcast = await session.scalar(select(Podcast).where(Podcast.id == podcast_id))
-    if podcast is None:
-        raise NotFound("no such podcast")
-    return podcast
+    return await _podcasts.get(session, podcast_id, missing="no such podcast")
 
 
 async def list_podcasts(
@@ -85,9 +84,7 @@ async def list_podcasts(
     statement = select(Podcast)
     if q:
         statement = statement.where(contains(Podcast.name, q))
-    return await keyset_page(
-        session, statement, moment=Podcast.created_at, ident=Podcast.id, limit=limit, cursor=cursor
-    )
+    return await _podcasts.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_podcast(session: AsyncSession, actor: Actor, podcast: Podcast, data: PodcastUpdate) -> Podcast:
@@ -129,30 +126,18 @@ async def create_episode(session: AsyncSession, actor: Actor, podcast: Podcast, 
     session.add(episode)
     await session.flush()
     await session.refresh(episode)
-    await audit.record(
+    await record_change(
         session, tenant_id=podcast.tenant_id, actor=actor, action="create", entity_type="episode",
-        entity_id=episode.id, after=audit.snapshot(episode, EPISODE_FIELDS),
+        entity_id=episode.id, after=audit.snapshot(episode, EPISODE_FIELDS), event_type="episode.published",
+        payload={"episode_id": str(episode.id), "podcast_id": str(episode.podcast_id), "title": episode.title},
     )  # fmt: skip
-    await _episode_published(session, episode)
     if episode.audio_url:
         await measurement.episodes_changed(session, episode.tenant_id)
     return episode
 
 
-async def _episode_published(session: AsyncSession, episode: Episode) -> None:
-    await outbox.add_event(
-        session,
-        tenant_id=episode.tenant_id,
-        event_type="episode.published",
-        payload={"episode_id": str(episode.id), "podcast_id": str(episode.podcast_id), "title": episode.title},
-    )
-
-
 async def get_episode(session: AsyncSession, episode_id: uuid.UUID) -> Episode:
-    episode = await session.scalar(select(Episode).where(Episode.id == episode_id))
-    if episode is None:
-        raise NotFound("no such episode")
-    return episode
+    return await _episodes.get(session, episode_id, missing="no such episode")
 
 
 async def list_episodes(
@@ -173,9 +158,7 @@ async def list_episodes(
         statement = statement.where(Episode.published_at >= published_from)
     if published_to is not None:
         statement = statement.where(Episode.published_at < published_to)
-    return await keyset_page(
-        session, statement, moment=Episode.created_at, ident=Episode.id, limit=limit, cursor=cursor
-    )
+    return await _episodes.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, data: EpisodeUpdate) -> Episode:
@@ -384,9 +367,7 @@ async def sync_history(
     session: AsyncSession, podcast_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> tuple[Sequence[PodcastSync], str | None]:
     statement = select(PodcastSync).where(PodcastSync.podcast_id == podcast_id)
-    return await keyset_page(
-        session, statement, moment=PodcastSync.started_at, ident=PodcastSync.id, limit=limit, cursor=cursor
-    )
+    return await _syncs.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def due_podcasts(db: Database, limit: int = 50) -> list[tuple[uuid.UUID, uuid.UUID]]:

@@ -20,7 +20,7 @@ from castmetrics.audit import service as audit
 from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor
 from castmetrics.catalog import service as catalog
-from castmetrics.db.pagination import keyset_page
+from castmetrics.db.repository import Repository
 from castmetrics.db.session import Database
 from castmetrics.errors import DomainError, NotFound, Unauthorized
 from castmetrics.reports.models import ReportLink
@@ -46,6 +46,8 @@ LINK_FIELDS = ("campaign_id", "model", "lookback_days", "expires_at", "revoked_a
 # thousands of rows and an unreadable chart.
 MAX_REPORT_DAYS = 1000
 NO_LINK = "no such report link"
+
+_links = Repository(ReportLink, moment=ReportLink.created_at)
 
 
 class LinkExpired(DomainError):
@@ -248,9 +250,7 @@ async def list_links(
 ) -> tuple[Sequence[ReportLink], str | None]:
     """The campaign's report links, newest first, revoked and expired ones included."""
     statement = select(ReportLink).where(ReportLink.campaign_id == campaign_id)
-    return await keyset_page(
-        session, statement, moment=ReportLink.created_at, ident=ReportLink.id, limit=limit, cursor=cursor
-    )
+    return await _links.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def revoke_link(session: AsyncSession, actor: Actor, campaign_id: uuid.UUID, link_id: uuid.UUID) -> None:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import aliased
 from castmetrics.audit import service as audit
 from castmetrics.auth.principal import Actor, TenantRef
 from castmetrics.catalog import service as catalog
-from castmetrics.db.pagination import keyset_page
+from castmetrics.changes import record_change
+from castmetrics.db.repository import Repository
 from castmetrics.db.search import contains
-from castmetrics.errors import Conflict, Invalid, NotFound
-from castmetrics.outbox import service as outbox
+from castmetrics.errors import Conflict, Invalid
 from castmetrics.sponsorship.models import Booking, Campaign, CampaignStageChange, Sponsor
 from castmetrics.sponsorship.schemas import (
     BookingIn,
@@ -57,6 +57,11 @@ CANCELLED = "cancelled"
 # Bookings in these states never ran: deleting them loses nothing (others are cancelled instead).
 DELETABLE_BOOKING_STATUSES = ("pending", "cancelled")
 
+_sponsors = Repository(Sponsor, moment=Sponsor.created_at)
+_campaigns = Repository(Campaign, moment=Campaign.created_at)
+_stage_changes = Repository(CampaignStageChange, moment=CampaignStageChange.changed_at)
+_bookings = Repository(Booking, moment=Booking.created_at)
+
 
 # --- sponsors ------------------------------------------------------------------------------------
 
@@ -74,10 +79,7 @@ async def create_sponsor(session: AsyncSession, tenant: TenantRef, actor: Actor,
 
 
 async def get_sponsor(session: AsyncSession, sponsor_id: uuid.UUID) -> Sponsor:
-    sponsor = await session.scalar(select(Sponsor).where(Sponsor.id == sponsor_id))
-    if sponsor is None:
-        raise NotFound("no such sponsor")
-    return sponsor
+    return await _sponsors.get(session, sponsor_id, missing="no such sponsor")
 
 
 async def list_sponsors(
@@ -86,9 +88,7 @@ async def list_sponsors(
     statement = select(Sponsor)
     if q:
         statement = statement.where(contains(Sponsor.name, q))
-    return await keyset_page(
-        session, statement, moment=Sponsor.created_at, ident=Sponsor.id, limit=limit, cursor=cursor
-    )
+    return await _sponsors.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_sponsor(session: AsyncSession, actor: Actor, sponsor: Sponsor, data: SponsorUpdate) -> Sponsor:
@@ -156,13 +156,9 @@ async def create_campaign(session: AsyncSession, tenant: TenantRef, actor: Actor
     await session.flush()
     await session.refresh(campaign)
     await _record_stage(session, campaign, actor, None, None)
-    await audit.record(
+    await record_change(
         session, tenant_id=tenant.id, actor=actor, action="create", entity_type="campaign", entity_id=campaign.id,
         after={**audit.snapshot(campaign, CAMPAIGN_FIELDS), "stage": campaign.stage},
-    )  # fmt: skip
-    await outbox.add_event(
-        session,
-        tenant_id=tenant.id,
         event_type="campaign.created",
         payload={
             "campaign_id": str(campaign.id),
@@ -170,19 +166,13 @@ async def create_campaign(session: AsyncSession, tenant: TenantRef, actor: Actor
             "sponsor_id": audit.jsonable(campaign.sponsor_id),
             "stage": campaign.stage,
         },
-    )
+    )  # fmt: skip
     return campaign
 
 
 async def get_campaign(session: AsyncSession, campaign_id: uuid.UUID, *, for_update: bool = False) -> Campaign:
     """One campaign; ``for_update`` locks its row until the transaction ends (stage changes)."""
-    statement = select(Campaign).where(Campaign.id == campaign_id)
-    if for_update:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    campaign = await session.scalar(statement)
-    if campaign is None:
-        raise NotFound("no such campaign")
-    return campaign
+    return await _campaigns.get(session, campaign_id, missing="no such campaign", for_update=for_update)
 
 
 def _live_bookings(campaign_id: Any) -> Select[Any]:
@@ -230,9 +220,7 @@ async def list_campaigns(
         last_flight = _live_bookings(Campaign.id).with_only_columns(func.max(Booking.flight_end)).scalar_subquery()
         ends = func.coalesce(Campaign.end_date, last_flight)
         statement = statement.where(or_(ends.is_(None), ends >= runs_from))
-    return await keyset_page(
-        session, statement, moment=Campaign.created_at, ident=Campaign.id, limit=limit, cursor=cursor
-    )
+    return await _campaigns.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_campaign(session: AsyncSession, actor: Actor, campaign: Campaign, data: CampaignUpdate) -> Campaign:
@@ -313,13 +301,9 @@ async def transition(
     await session.flush()
     await session.refresh(campaign)
     change = await _record_stage(session, campaign, actor, current, reason)
-    await audit.record(
+    await record_change(
         session, tenant_id=campaign.tenant_id, actor=actor, action="transition", entity_type="campaign",
         entity_id=campaign.id, before={"stage": current}, after={"stage": stage, "reason": reason},
-    )  # fmt: skip
-    await outbox.add_event(
-        session,
-        tenant_id=campaign.tenant_id,
         event_type="campaign.stage_changed",
         payload={
             "campaign_id": str(campaign.id),
@@ -330,7 +314,7 @@ async def transition(
             "changed_at": change.changed_at.isoformat(),
             "change_id": str(change.id),
         },
-    )
+    )  # fmt: skip
     return campaign
 
 
@@ -338,14 +322,7 @@ async def stage_history(
     session: AsyncSession, campaign_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> tuple[Sequence[CampaignStageChange], str | None]:
     statement = select(CampaignStageChange).where(CampaignStageChange.campaign_id == campaign_id)
-    return await keyset_page(
-        session,
-        statement,
-        moment=CampaignStageChange.changed_at,
-        ident=CampaignStageChange.id,
-        limit=limit,
-        cursor=cursor,
-    )
+    return await _stage_changes.page(session, statement, limit=limit, cursor=cursor)
 
 
 # --- bookings ------------------------------------------------------------------------------------
@@ -379,9 +356,7 @@ async def _check_make_good(
     campaign's booking, not a make-good (one level, so make-goods never form a cycle)."""
     if make_good_of == booking_id:
         raise Invalid("a booking cannot make itself good", field="make_good_of")
-    original = await session.scalar(select(Booking).where(Booking.id == make_good_of))
-    if original is None:
-        raise NotFound("no such booking to make good")
+    original = await _bookings.get(session, make_good_of, missing="no such booking to make good")
     if original.campaign_id != campaign.id:
         raise Invalid("a make-good must point at a booking of the same campaign", field="make_good_of")
     if original.make_good_of is not None:
@@ -416,10 +391,9 @@ async def create_booking(
 
 
 async def get_booking(session: AsyncSession, campaign_id: uuid.UUID, booking_id: uuid.UUID) -> Booking:
-    booking = await session.scalar(select(Booking).where(Booking.id == booking_id, Booking.campaign_id == campaign_id))
-    if booking is None:
-        raise NotFound("no such booking in this campaign")
-    return booking
+    return await _bookings.get(
+        session, booking_id, Booking.campaign_id == campaign_id, missing="no such booking in this campaign"
+    )
 
 
 async def list_bookings(
@@ -436,9 +410,7 @@ async def list_bookings(
         statement = statement.where(Booking.status == status)
     if podcast_id is not None:
         statement = statement.where(Booking.podcast_id == podcast_id)
-    return await keyset_page(
-        session, statement, moment=Booking.created_at, ident=Booking.id, limit=limit, cursor=cursor
-    )
+    return await _bookings.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_booking(
@@ -545,9 +517,7 @@ async def campaign_episodes(
 ) -> tuple[list[CampaignEpisodeOut], str | None]:
     """Where the campaign runs: each live booking as the seed's ``campaign_episodes`` row, with the
     podcast's name and the episode's title (null for a booking on the whole podcast)."""
-    bookings, next_cursor = await keyset_page(
-        session, _live_bookings(campaign_id), moment=Booking.created_at, ident=Booking.id, limit=limit, cursor=cursor
-    )
+    bookings, next_cursor = await _bookings.page(session, _live_bookings(campaign_id), limit=limit, cursor=cursor)
     if not bookings:
         return [], next_cursor
     # Names for the page in one read of the catalog's tables (set-based, rather than one call each).

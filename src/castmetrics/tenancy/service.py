@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from castmetrics.audit import service as audit
 from castmetrics.auth import service as auth
 from castmetrics.auth.principal import Actor
-from castmetrics.db.pagination import keyset_page
+from castmetrics.changes import record_change
+from castmetrics.db.repository import Repository
 from castmetrics.errors import Conflict, NotFound
-from castmetrics.outbox import service as outbox
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate, TenantUpdate
 
 AUDITED_FIELDS = ("name", "slug", "domain", "subscription_tier", "status", "billing_email", "time_zone")
+
+_tenants = Repository(Tenant, moment=Tenant.created_at)
 
 
 def snapshot(tenant: Tenant) -> dict[str, Any]:
@@ -54,7 +56,7 @@ async def create(session: AsyncSession, data: TenantCreate, actor: Actor, tenant
         value = data.domain if taken == "domain" else data.slug
         raise Conflict(f"the tenant {taken} {value!r} is already in use", field=taken) from exc
     await session.refresh(tenant)
-    await audit.record(
+    await record_change(
         session,
         tenant_id=tenant_id,
         actor=actor,
@@ -62,10 +64,6 @@ async def create(session: AsyncSession, data: TenantCreate, actor: Actor, tenant
         entity_type="tenant",
         entity_id=tenant_id,
         after=snapshot(tenant),
-    )
-    await outbox.add_event(
-        session,
-        tenant_id=tenant_id,
         event_type="tenant.created",
         payload={"slug": tenant.slug, "subscription_tier": tenant.subscription_tier},
     )
@@ -80,10 +78,7 @@ async def get(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Tenant:
-    tenant = await session.scalar(select(Tenant).where(Tenant.slug == slug))
-    if tenant is None:
-        raise NotFound(f"no tenant with slug {slug!r}")
-    return tenant
+    return await _tenants.get_by(session, Tenant.slug == slug, missing=f"no tenant with slug {slug!r}")
 
 
 async def list_page(
@@ -93,7 +88,7 @@ async def list_page(
     statement = select(Tenant)
     if status:
         statement = statement.where(Tenant.status == status)
-    return await keyset_page(session, statement, moment=Tenant.created_at, ident=Tenant.id, limit=limit, cursor=cursor)
+    return await _tenants.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, actor: Actor) -> Tenant:
@@ -108,21 +103,11 @@ async def update(session: AsyncSession, tenant: Tenant, data: TenantUpdate, acto
     except IntegrityError as exc:
         raise Conflict(f"the tenant domain {data.domain!r} is already in use", field="domain") from exc
     await session.refresh(tenant)
-    await _audit_update(session, tenant, before, actor)
-    return tenant
-
-
-async def _audit_update(session: AsyncSession, tenant: Tenant, before: dict[str, Any], actor: Actor) -> None:
     await audit.record(
-        session,
-        tenant_id=tenant.id,
-        actor=actor,
-        action="update",
-        entity_type="tenant",
-        entity_id=tenant.id,
-        before=before,
-        after=snapshot(tenant),
-    )
+        session, tenant_id=tenant.id, actor=actor, action="update", entity_type="tenant", entity_id=tenant.id,
+        before=before, after=snapshot(tenant),
+    )  # fmt: skip
+    return tenant
 
 
 # Target status -> the statuses a tenant may reach it from.
@@ -145,6 +130,8 @@ async def set_status(session: AsyncSession, tenant: Tenant, status: str, actor: 
     tenant.status = status
     await session.flush()
     await session.refresh(tenant)
-    await _audit_update(session, tenant, before, actor)
-    await outbox.add_event(session, tenant_id=tenant.id, event_type=f"tenant.{status}", payload={"slug": tenant.slug})
+    await record_change(
+        session, tenant_id=tenant.id, actor=actor, action="update", entity_type="tenant", entity_id=tenant.id,
+        before=before, after=snapshot(tenant), event_type=f"tenant.{status}", payload={"slug": tenant.slug},
+    )  # fmt: skip
     return tenant

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
 from castmetrics.auth.principal import Actor, TenantRef
-from castmetrics.db.pagination import keyset_page
-from castmetrics.errors import Conflict, NotFound
+from castmetrics.db.repository import Repository
+from castmetrics.errors import Conflict
 from castmetrics.quotas import service as quotas
 from castmetrics.workflows import engine
 from castmetrics.workflows.api_schemas import WorkflowIn, WorkflowUpdate
@@ -29,6 +29,9 @@ MANUAL_TRIGGER = "manual"
 
 _STEPS = TypeAdapter(list[Step])
 _CONDITIONS = TypeAdapter(list[Condition])
+
+_workflows = Repository(Workflow, moment=Workflow.created_at)
+_executions = Repository(WorkflowExecution, moment=WorkflowExecution.created_at)
 
 
 def new_secret() -> str:
@@ -67,13 +70,7 @@ async def create_workflow(
 
 async def get_workflow(session: AsyncSession, workflow_id: uuid.UUID, *, for_update: bool = False) -> Workflow:
     """One workflow of the tenant (RLS: another tenant's is missing); ``for_update`` locks its row."""
-    statement = select(Workflow).where(Workflow.id == workflow_id)
-    if for_update:
-        statement = statement.with_for_update().execution_options(populate_existing=True)
-    workflow = await session.scalar(statement)
-    if workflow is None:
-        raise NotFound("no such workflow")
-    return workflow
+    return await _workflows.get(session, workflow_id, missing="no such workflow", for_update=for_update)
 
 
 async def list_workflows(
@@ -89,9 +86,7 @@ async def list_workflows(
         statement = statement.where(Workflow.enabled == enabled)
     if trigger_event is not None:
         statement = statement.where(Workflow.trigger_event == trigger_event)
-    return await keyset_page(
-        session, statement, moment=Workflow.created_at, ident=Workflow.id, limit=limit, cursor=cursor
-    )
+    return await _workflows.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def update_workflow(session: AsyncSession, actor: Actor, workflow: Workflow, data: WorkflowUpdate) -> Workflow:
@@ -141,22 +136,17 @@ async def list_executions(
     statement = select(WorkflowExecution).where(WorkflowExecution.workflow_id == workflow_id)
     if status is not None:
         statement = statement.where(WorkflowExecution.status == status)
-    return await keyset_page(
-        session, statement, moment=WorkflowExecution.created_at, ident=WorkflowExecution.id, limit=limit,
-        cursor=cursor,
-    )  # fmt: skip
+    return await _executions.page(session, statement, limit=limit, cursor=cursor)
 
 
 async def get_execution(session: AsyncSession, workflow_id: uuid.UUID, execution_id: uuid.UUID) -> WorkflowExecution:
     """One execution of the workflow (another workflow's, or another tenant's, is missing)."""
-    execution = await session.scalar(
-        select(WorkflowExecution).where(
-            WorkflowExecution.id == execution_id, WorkflowExecution.workflow_id == workflow_id
-        )
+    return await _executions.get(
+        session,
+        execution_id,
+        WorkflowExecution.workflow_id == workflow_id,
+        missing="no such execution of this workflow",
     )
-    if execution is None:
-        raise NotFound("no such execution of this workflow")
-    return execution
 
 
 async def _record_execution(session: AsyncSession, actor: Actor, action: str, execution: WorkflowExecution) -> None:
