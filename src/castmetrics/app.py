@@ -30,6 +30,7 @@ from castmetrics.idempotency.service import IdempotencyMiddleware
 from castmetrics.identity import router as identity_router
 from castmetrics.measurement.prefix import Buffer, Edge, trusted_networks
 from castmetrics.measurement.recorder import Recorder
+from castmetrics.measurement.tenant_directory import SNAPSHOT_FILE, TenantDirectory
 from castmetrics.observability import configure_logging
 from castmetrics.platform import router as platform_router
 from castmetrics.preferences import router as preferences_router
@@ -100,7 +101,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: asyncio.Task[None] | None = None
         await _prepare_partitions(db)
-        recording = asyncio.create_task(Recorder(db, settings, buffer).run())
+        await directory.start()  # the prefix's known slugs, before the first request (a few seconds at most)
+        recording = asyncio.create_task(Recorder(db, settings, buffer, directory).run())
         if settings.in_process_worker:
             from castmetrics.jobs import worker as job_worker
 
@@ -111,6 +113,7 @@ def create_app(
             recording.cancel()  # its last flush stores (or spools) what the buffer still holds
             with contextlib.suppress(asyncio.CancelledError):
                 await recording
+            await directory.stop()
             if worker is not None:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -132,7 +135,11 @@ def create_app(
     app.state.admin_db = admin_db  # None: the admin routes answer 503
     buffer = Buffer()
     app.state.prefix_buffer = buffer
-    app.edge = Edge(buffer, trusted_networks(settings.trusted_proxies.split(",")))
+    directory = TenantDirectory(
+        db.url, refresh_seconds=settings.prefix_directory_refresh_seconds, snapshot=settings.data_dir / SNAPSHOT_FILE
+    )
+    app.state.prefix_directory = directory
+    app.edge = Edge(buffer, trusted_networks(settings.trusted_proxies.split(",")), directory)
     problems.install(app)
     web_router.install(app)
     openapi.install(app)

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # data-centre ranges whose requests are not downloads (a file with a CIDR per line).
     trusted_proxies: str = ""
     datacenter_ranges_file: Path | None = None
+    # The prefix's tenant directory (slugs and enclosure hosts in memory) follows changes as they commit and
+    # also reloads everything this often, in case a notification was missed.
+    prefix_directory_refresh_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    # The prefix spool (requests kept on disk while the database is unreachable) stops growing here: past it
+    # the oldest requests whose slug is no tenant's are dropped first, then the oldest of all, with an alert.
+    prefix_spool_max_bytes: int = Field(default=1024**3, ge=64 * 1024)
     # How many events `castmetrics demo` generates when --events is not given.
     demo_events: int = Field(default=1_000_000, ge=0)
     # Seconds an analytics answer is reused (0 turns the cache off); a new batch of data always misses.

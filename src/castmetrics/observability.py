@@ -6,7 +6,7 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("castmetrics_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -21,6 +21,22 @@ PREFIX_RECORDED = Counter("castmetrics_prefix_recorded_total", "Prefix requests 
 PREFIX_SPOOLED = Counter("castmetrics_prefix_spooled_total", "Prefix requests written to the local spool")
 PREFIX_UNKNOWN_TENANT = Counter(
     "castmetrics_prefix_unknown_tenant_total", "Prefix requests for a slug that is no (active) tenant"
+)
+PREFIX_REFUSED = Counter(
+    "castmetrics_prefix_refused_total",
+    "Prefix requests refused: malformed, unknown_tenant (a slug that is no tenant's) or foreign_host (a browser "
+    "navigation to a host none of the tenant's episodes use)",
+    ["reason"],
+)
+PREFIX_DIRECTORY_LISTENING = Gauge(
+    "castmetrics_prefix_directory_listening",
+    "1 while the prefix's tenant directory follows the database (0: it answers from what it last knew)",
+)
+PREFIX_SPOOL_DROPPED = Counter(
+    "castmetrics_prefix_spool_dropped_total",
+    "Spooled prefix requests dropped because the spool reached CASTMETRICS_PREFIX_SPOOL_MAX_BYTES, by whether "
+    "their slug was a tenant's",
+    ["tenant"],
 )
 
 _configured = False

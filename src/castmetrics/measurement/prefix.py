@@ -4,6 +4,11 @@ This is the hottest path of the product (every play of every episode crosses it)
 ASGI layer in front of the whole application: no routing, no middleware, no database. It appends the
 raw request to the process's in-memory buffer; the recorder (``measurement.recorder``) resolves
 tenant and episode, classifies the user agent and writes batches within a second.
+
+It is not an open redirect: a slug that is no tenant's answers 404, a host part with ``@``, ``\\`` or
+``%`` (userinfo, or what some clients read as a path) answers 400, and a browser navigation (``Accept:
+text/html`` without a Range: a link someone clicked, not a player) goes only to a host the tenant's episodes
+use. Both lists come from the tenant directory in memory (``measurement.tenant_directory``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,23 @@ from typing import NamedTuple
 
 from starlette.types import Scope, Send
 
+from castmetrics.measurement.tenant_directory import TenantDirectory
+from castmetrics.observability import PREFIX_REFUSED
+
 PREFIX = b"/p/"
 _UNSAFE = re.compile(rb"[\x00-\x20\x7f]")  # nothing that could split or bend the Location header
 MAX_URL_BYTES = 4096
 MAX_HEADER_CHARS = 1024
+# In the host part: userinfo (``good.example@evil.example``), a backslash (a path separator to browsers:
+# ``evil.example\@good.example``) or percent-encoding (either, once decoded).
+_BAD_HOST = re.compile(rb"[@\\%]")
 _BAD_REQUEST = b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"use /p/{tenant_slug}/{audio URL without scheme}"}'  # noqa: E501
+_UNKNOWN_TENANT = b'{"type":"about:blank","title":"Not Found","status":404,"detail":"no podcast network has this slug"}'
+_FOREIGN_HOST = b'{"type":"about:blank","title":"Not Found","status":404,"detail":"this network\'s episodes are not served from that host"}'  # noqa: E501
+_PROBLEM = [(b"content-type", b"application/problem+json")]
+_MALFORMED = PREFIX_REFUSED.labels("malformed")
+_UNKNOWN = PREFIX_REFUSED.labels("unknown_tenant")
+_FOREIGN = PREFIX_REFUSED.labels("foreign_host")
 
 
 class RawRequest(NamedTuple):
@@ -74,13 +91,18 @@ def trusted_networks(cidrs: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipad
 class Edge:
     """What every HTTP request meets first, before any routing or middleware: the client address
     taken from ``X-Forwarded-For`` when the direct peer is a configured trusted proxy (for every route),
-    and the measurement prefix, answered right here."""
+    and the measurement prefix, answered right here. Without a ``directory`` (or before it is loaded)
+    every slug and host is redirected."""
 
     def __init__(
-        self, buffer: Buffer, trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        self,
+        buffer: Buffer,
+        trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        directory: TenantDirectory | None = None,
     ) -> None:
         self.buffer = buffer
         self.trusted_proxies = trusted_proxies
+        self.directory = directory
         self._trusted_cache: dict[str, bool] = {}
 
     def _is_trusted(self, peer: str) -> bool:
@@ -129,16 +151,18 @@ class Edge:
         slug, _, rest = raw_path[3:].partition(b"/")
         query: bytes = scope.get("query_string", b"")
         target = rest + b"?" + query if query else rest
-        if not slug or not rest or rest[0] == 47 or _UNSAFE.search(target):  # 47 = "/"
-            await _answer(send, 400, [(b"content-type", b"application/problem+json")], _BAD_REQUEST)
+        if (
+            not slug
+            or not rest
+            or rest[0] == 47  # 47 = "/"
+            or _UNSAFE.search(target)
+            or _BAD_HOST.search(rest.partition(b"/")[0])
+        ):
+            _MALFORMED.inc()
+            await _answer(send, 400, _PROBLEM, _BAD_REQUEST)
             return
-        await _answer(
-            send,
-            302,
-            [(b"location", b"https://" + target), (b"cache-control", b"private, no-cache"), (b"content-length", b"0")],
-            b"",
-        )
         user_agent = referer = range_ = ""
+        page = False
         for name, value in scope["headers"]:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")[:MAX_HEADER_CHARS]
@@ -146,12 +170,33 @@ class Edge:
                 referer = value.decode("latin-1")[:MAX_HEADER_CHARS]
             elif name == b"range":
                 range_ = value.decode("latin-1")[:200]
+            elif name == b"accept":
+                page = page or b"text/html" in value.lower()
+        slug_text = slug.decode("latin-1")[:100]
+        url = target[:MAX_URL_BYTES].decode("latin-1")
+        directory = self.directory
+        if directory is not None and directory.slugs is not None:
+            tenant = directory.slugs.get(slug_text)
+            if tenant is None:
+                _UNKNOWN.inc()
+                await _answer(send, 404, _PROBLEM, _UNKNOWN_TENANT)
+                return
+            if page and not range_ and not directory.serves(tenant, url):
+                _FOREIGN.inc()
+                await _answer(send, 404, _PROBLEM, _FOREIGN_HOST)
+                return
+        await _answer(
+            send,
+            302,
+            [(b"location", b"https://" + target), (b"cache-control", b"private, no-cache"), (b"content-length", b"0")],
+            b"",
+        )
         client = scope.get("client")
         self.buffer.append(
             RawRequest(
                 time.time(),
-                slug.decode("latin-1")[:100],
-                target[:MAX_URL_BYTES].decode("latin-1"),
+                slug_text,
+                url,
                 client[0] if client else "",
                 user_agent,
                 referer,

@@ -47,6 +47,7 @@ from castmetrics.measurement.enrich import (
 )
 from castmetrics.measurement.prefix import Buffer, RawRequest
 from castmetrics.measurement.spool import Spool
+from castmetrics.measurement.tenant_directory import TenantDirectory
 from castmetrics.observability import PREFIX_RECORDED, PREFIX_REDIRECTS, PREFIX_SPOOLED, PREFIX_UNKNOWN_TENANT
 
 log = structlog.get_logger(__name__)
@@ -81,12 +82,17 @@ class EpisodeMap:
 
 
 class Recorder:
-    def __init__(self, db: Database, settings: Settings, buffer: Buffer) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, buffer: Buffer, directory: TenantDirectory | None = None
+    ) -> None:
         self.db = db
         self.buffer = buffer
+        self.directory = directory
         self.retention_days = settings.event_retention_days
         self.enricher = Enricher(measurement_key(settings), AddressRanges.from_file(settings.datacenter_ranges_file))
-        self.spool = Spool(settings.data_dir / "spool")
+        self.spool = Spool(
+            settings.data_dir / "spool", settings.prefix_spool_max_bytes, lambda item: self.is_unknown_slug(item[SLUG])
+        )
         self._useragents = settings.data_dir / useragents.INSTALLED_FOLDER
         self._useragents_checked = float("-inf")
         self._tenants: dict[str, tuple[uuid.UUID | None, float]] = {}
@@ -174,6 +180,13 @@ class Recorder:
                     log.exception("prefix.write_failed", records=len(records))
                     self.spool.dead_letter([to_json(record) for record in records])
             return stored
+
+    def is_unknown_slug(self, slug: str) -> bool:
+        """Known not to be a tenant's (whose requests are never stored): what a full spool drops first."""
+        if self.directory is not None and self.directory.loaded and self.directory.tenant_of(slug) is None:
+            return True
+        cached = self._tenants.get(slug)
+        return cached is not None and cached[0] is None
 
     async def _tenant_ids(self, slugs: set[str]) -> dict[str, uuid.UUID]:
         now = time.monotonic()

@@ -5,12 +5,19 @@ Each process appends to its own file (``prefix-<host>-<pid>-<start>.ndjson``), h
 processes that died — writes them in order in chunks, and deletes a file once all of it is stored.
 A replay interrupted half-way starts that file again: each record carries its id, so what was already
 stored counts as a duplicate and every request is stored exactly once.
+
+The spool is capped (``max_bytes``, all of the folder's spool files together): an append that would pass
+the cap first makes room down to 90% of it, dropping the oldest ``expendable`` records (requests for a slug
+that is no tenant's: they would never be stored), then the oldest of all, and says so with an error-level
+log line and ``castmetrics_prefix_spool_dropped_total``. It trims the files it can lock: its own and those
+of processes that died (a living process trims its own).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,13 +27,22 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from castmetrics.observability import PREFIX_SPOOL_DROPPED
+
 log = structlog.get_logger(__name__)
 CHUNK = 5_000
+LOW_WATER = 0.9  # making room trims to this share of the cap, so the next appends do not trim again
+
+
+def _never(record: Any) -> bool:
+    return False
 
 
 class Spool:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_bytes: int | None = None, expendable: Callable[[Any], bool] = _never) -> None:
         self.folder = folder
+        self.max_bytes = max_bytes
+        self.expendable = expendable
         self._file: IO[bytes] | None = None
         self._path: Path | None = None
 
@@ -45,13 +61,113 @@ class Spool:
         return self._file
 
     def append(self, records: list[Any]) -> None:
-        """Append ``records`` durably (written and fsynced before this returns)."""
+        """Append ``records`` durably (written and fsynced before this returns), within the cap."""
         if not records:
             return
+        lines = [orjson.dumps(record) + b"\n" for record in records]
+        if self.max_bytes is not None:
+            lines = self._make_room(lines)
+            if not lines:
+                return
         handle = self._open()
-        handle.write(b"".join(orjson.dumps(record) + b"\n" for record in records))
+        handle.write(b"".join(lines))
         handle.flush()
         os.fsync(handle.fileno())
+
+    def size(self) -> int:
+        """Bytes in the folder's spool files (every process's)."""
+        if not self.folder.is_dir():
+            return 0
+        total = 0
+        for path in self.folder.glob("prefix-*.ndjson"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    def _make_room(self, lines: list[bytes]) -> list[bytes]:
+        """The new ``lines`` that still fit once older records are dropped to bring the spool under the
+        cap: expendable ones first, oldest first, then any, oldest first; the new lines count as newest."""
+        assert self.max_bytes is not None
+        incoming = sum(len(line) for line in lines)
+        over = self.size() + incoming - self.max_bytes
+        if over <= 0:
+            return lines
+        need = over + self.max_bytes - int(self.max_bytes * LOW_WATER)
+        self.rotate()  # our own file becomes one we may trim
+        dropped = {True: 0, False: 0}  # by whether the record was expendable
+        freed = 0
+        for only_expendable in (True, False):
+            for path in self.pending():
+                if freed >= need:
+                    break
+                freed += self._trim(path, need - freed, only_expendable, dropped)
+            kept: list[bytes] = []
+            for line in lines:
+                if freed < need and (not only_expendable or self._is_expendable(line)):
+                    freed += len(line)
+                    dropped[self._is_expendable(line)] += 1
+                else:
+                    kept.append(line)
+            lines = kept
+            if freed >= need:
+                break
+        PREFIX_SPOOL_DROPPED.labels("unknown").inc(dropped[True])
+        PREFIX_SPOOL_DROPPED.labels("known").inc(dropped[False])
+        log.error(
+            "prefix.spool_full",
+            max_bytes=self.max_bytes,
+            dropped_unknown_tenant=dropped[True],
+            dropped=dropped[False],
+            detail="the database has been unreachable long enough to fill the spool: requests are being lost",
+        )
+        return lines
+
+    def _is_expendable(self, line: bytes) -> bool:
+        try:
+            return bool(self.expendable(orjson.loads(line)))
+        except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+            return True  # a torn line: replay skips it anyway
+
+    def _trim(self, path: Path, want: int, only_expendable: bool, dropped: dict[bool, int]) -> int:
+        """Drop up to about ``want`` bytes of the oldest (expendable) records of one spool file, rewriting
+        it under its lock (a file another process holds is skipped); answers the bytes dropped."""
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return 0
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a living process still appends to it
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                return 0
+            staging = path.with_name(f".{path.name}.trim")
+            freed = 0
+            with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                for line in handle:
+                    expendable = self._is_expendable(line)
+                    if freed < want and (expendable or not only_expendable):
+                        freed += len(line)
+                        dropped[expendable] += 1
+                        continue
+                    out.write(line)
+                    if freed >= want:
+                        break
+                shutil.copyfileobj(handle, out)  # the rest, as it is
+                out.flush()
+                os.fsync(out.fileno())
+                empty = out.tell() == 0
+            if not freed:
+                staging.unlink()
+            elif empty:
+                staging.unlink()
+                path.unlink()
+            else:
+                staging.replace(path)  # the name (and so the order) stays; a replay waiting on it skips it
+        return freed
 
     def rotate(self) -> None:
         """Close the current file: it becomes replayable, and new records start a new file."""

@@ -31,13 +31,35 @@ _PREFIX = re.compile("^(?:" + "|".join(_PREFIXES) + ")", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
+def _strip_prefix(rest: str) -> str:
+    stripped = _PREFIX.sub("", rest, count=1)
+    return _SCHEME.sub("", stripped)  # some prefixes embed the full URL with its scheme
+
+
+def _host(rest: str) -> str:
+    return rest.split("#", 1)[0].split("?", 1)[0].partition("/")[0].lower()
+
+
+def chain_hosts(url: str) -> list[str]:
+    """Every host a request for ``url`` reaches: its own, then each one a known prefix redirects to
+    (``dts.podtrac.com/redirect.mp3/media.example.com/e.mp3``: both), lower-case, with any port."""
+    rest = unquote(_SCHEME.sub("", url.strip()))
+    hosts = [_host(rest)]
+    for _ in range(10):
+        stripped = _strip_prefix(rest)
+        if stripped == rest:
+            break
+        rest = stripped
+        hosts.append(_host(rest))
+    return hosts
+
+
 @functools.lru_cache(maxsize=65_536)
 def match_key(url: str) -> str:
     """``host/path`` of the audio file a URL finally points at (lower-case host, no query)."""
     rest = unquote(_SCHEME.sub("", url.strip()))
     for _ in range(10):
-        stripped = _PREFIX.sub("", rest, count=1)
-        stripped = _SCHEME.sub("", stripped)  # some prefixes embed the full URL with its scheme
+        stripped = _strip_prefix(rest)
         if stripped == rest:
             break
         rest = stripped
