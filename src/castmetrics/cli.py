@@ -56,7 +56,9 @@ DataDir = Annotated[
 ]
 
 
-def _settings(data_dir: Path | None = None) -> Settings:
+def _settings(data_dir: Path | None = None, *, signs: bool = True) -> Settings:
+    """The settings of a command; ``signs`` when it signs or verifies anything (or derives the runtime
+    role's password), which gives the data directory its generated secret key if none is configured."""
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -65,7 +67,8 @@ def _settings(data_dir: Path | None = None) -> Settings:
         settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
     try:
         check_production_safety(settings)  # outside development the key is configured, never generated
-        settings = with_secret_key(settings)
+        if signs:
+            settings = with_secret_key(settings)
     except InsecureSettings as exc:
         _fail(str(exc), code=2)
     configure_logging(settings.log_level, settings.log_json)
@@ -878,7 +881,7 @@ def useragents_install(
 
     from castmetrics.measurement import useragents
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, signs=False)
     source = folder.expanduser()
     if not source.is_dir():
         _fail(f"{source} is not a folder", code=2)
@@ -919,7 +922,7 @@ def useragents_show(data_dir: DataDir = None) -> None:
     ones; with the entries of each list."""
     from castmetrics.measurement import useragents
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, signs=False)
     target = settings.data_dir / useragents.INSTALLED_FOLDER
     if target.exists():
         try:
