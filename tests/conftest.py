@@ -4,15 +4,9 @@ real migrations, the runtime role's pool, the app, and a clean slate after every
 from __future__ import annotations
 
 import os
-import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -27,16 +21,20 @@ from castmetrics.config import Settings
 from castmetrics.db import migrate, urls
 from castmetrics.db.embedded import EmbeddedPostgres
 from castmetrics.db.session import Database
-from castmetrics.identity import service as identity
-from castmetrics.identity.permissions import DEFAULT_ROLES
 from castmetrics.tenancy import service as tenancy
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
+from tests.factories.identity import Team, build_team
+from tests.support.http import asgi_client, free_port, wait_for
+
+# Until tests/catalog, tests/demo and tests/jobs/test_worker.py (being changed elsewhere) import these from
+# tests.factories and tests.support, they still find them here.
+from tests.support.partitions import drop_partitions_keeping as drop_partitions_keeping
+from tests.support.paths import REPO_ROOT as REPO_ROOT
 
 TEST_APP_ROLE = "castmetrics_test_app"
 # Rows the migrations seed: kept between tests.
 SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags", "castmetrics_settings"})
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +103,6 @@ def app(settings: Settings, db: Database, owner_db: Database):  # type: ignore[n
     return create_app(settings, database=db, admin_database=owner_db)
 
 
-@asynccontextmanager
-async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to ``app`` in-process; crashes come back as 500 responses."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
-
-
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(app) as http:
@@ -152,25 +142,6 @@ async def make_tenant(owner_db: Database):  # type: ignore[no-untyped-def]
     return make
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, timeout: float = 30.0) -> float:
-    """Poll ``url`` until it answers 200; answers the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def live_server(settings: Settings, runtime_url: str) -> Iterator[str]:
     """The app served by uvicorn on a real local port, in a thread with its own event loop and pool."""
@@ -188,75 +159,11 @@ def live_server(settings: Settings, runtime_url: str) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-# --- identity helpers shared by every domain's tests ----------------------------------------------
-
-PASSWORD = "correct horse battery staple 42"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@dataclass
-class Team:
-    tenant_id: uuid.UUID
-    slug: str
-    user_ids: dict[str, uuid.UUID] = field(default_factory=dict)
-    tokens: dict[str, str] = field(default_factory=dict)
-    emails: dict[str, str] = field(default_factory=dict)
-
-    def auth(self, role: str) -> dict[str, str]:
-        return bearer(self.tokens[role])
-
-
-async def signup(client: httpx.AsyncClient, slug: str | None = None, email: str | None = None) -> dict:  # type: ignore[type-arg]
-    slug = slug or f"net-{uuid.uuid4().hex[:10]}"
-    response = await client.post(
-        "/v1/auth/signup",
-        json={"tenant_name": "Signed Up Network", "tenant_slug": slug, "email": email or f"{slug}@example.com",
-              "password": PASSWORD, "name": "Sam Owner"},
-    )  # fmt: skip
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
 @pytest.fixture
 async def make_team(db: Database, settings: Settings, client: httpx.AsyncClient):  # type: ignore[no-untyped-def]
     """A tenant (tier chosen) with one verified, logged-in user per default role."""
 
     async def make(tier: str = "pro") -> Team:
-        tenant_id = uuid.uuid4()
-        slug = f"team-{uuid.uuid4().hex[:10]}"
-        team = Team(tenant_id=tenant_id, slug=slug)
-        async with db.tenant_transaction(tenant_id) as session:
-            await identity.provision_tenant(
-                session, TenantCreate(name="Team", slug=slug, subscription_tier=tier), Actor.system("tests"),  # type: ignore[arg-type]
-                tenant_id=tenant_id,
-            )  # fmt: skip
-            for role in DEFAULT_ROLES:
-                email = f"{role}.{slug}@example.com"
-                user = await identity.create_user(
-                    session, settings, tenant_id, email=email, name=f"{role.title()} Person", password=PASSWORD,
-                    role_names=[role], actor=Actor.system("tests"), email_verified=True,
-                )  # fmt: skip
-                team.user_ids[role], team.emails[role] = user.id, email
-        for role, email in team.emails.items():
-            login = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-            assert login.status_code == 200, login.text
-            team.tokens[role] = login.json()["access_token"]
-        return team
+        return await build_team(db, settings, client, tier)
 
     return make
-
-
-async def drop_partitions_keeping(db: Database, owner_url: str, days: int, *, restore: int = 730) -> list[str]:
-    """Drop event partitions older than ``days`` days, as an operator with that retention would (the
-    database refuses to drop more than the recorded retention); the recorded value is restored."""
-    from castmetrics.db.migrate import set_event_retention
-    from castmetrics.events import partitions
-
-    set_event_retention(owner_url, days)
-    try:
-        return await partitions.drop_expired(db, datetime.now(UTC).date(), retention_days=days)
-    finally:
-        set_event_retention(owner_url, restore)

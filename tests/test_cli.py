@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from castmetrics.config import Settings
-
-
-def run_cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "CASTMETRICS_APP_ROLE": settings.app_role,
-        "CASTMETRICS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "CASTMETRICS_LOG_LEVEL": "WARNING",
-        **(env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "castmetrics", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+from tests.support.cli import run_cli
 
 
 def test_help_lists_every_command(settings: Settings) -> None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,39 +12,12 @@ import psycopg
 
 from castmetrics.config import Settings
 from castmetrics.db import urls
-from tests.conftest import free_port, wait_for
-
-
-@contextmanager
-def serving(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("CASTMETRICS_")}
-    env.update({"CASTMETRICS_LOG_LEVEL": "WARNING", "CASTMETRICS_SECRET_KEY": "serve-test-secret"}, **extra)
-    return env
+from tests.support.http import wait_for
+from tests.support.serve import base_env, serving
 
 
 def test_serve_on_external_database_uses_the_runtime_role(settings: Settings, owner_url: str, runtime_url: str) -> None:
-    env = _base_env(DATABASE_URL=owner_url, CASTMETRICS_APP_ROLE=settings.app_role)
+    env = base_env(DATABASE_URL=owner_url, CASTMETRICS_APP_ROLE=settings.app_role)
     with serving([], env) as (process, base):
         wait_for(f"{base}/readyz", timeout=60)
         assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
@@ -91,7 +60,7 @@ def _postmaster_running(data_dir: Path) -> bool:
 
 def test_embedded_default_starts_reuses_and_stops(tmp_path: Path) -> None:
     data_dir = tmp_path / "castmetrics-data"
-    env = _base_env(CASTMETRICS_DEMO_EVENTS="0")  # the catalog only: generated listening is tested in tests/demo
+    env = base_env(CASTMETRICS_DEMO_EVENTS="0")  # the catalog only: generated listening is tested in tests/demo
     with serving(["--data-dir", str(data_dir), "--demo"], env) as (process, base):
         first_start = wait_for(f"{base}/readyz", timeout=120)
         lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()

@@ -22,8 +22,8 @@ from castmetrics.analytics import service as analytics
 from castmetrics.db.session import Database
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.rollups import service as rollups_service
-from tests.analytics.conftest import Traffic, add_traffic
-from tests.events.conftest import listener_event
+from tests.factories.analytics import Traffic, add_traffic
+from tests.factories.events import listener_event
 
 WAYS = [
     ("UTC", "day"), ("UTC", "week"), ("UTC", "month"), ("UTC", "hour"),

@@ -14,9 +14,9 @@ import pytest
 from castmetrics.analytics import service as analytics
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.rollups import service as rollups_service
-from tests.analytics.conftest import Traffic, make_show
-from tests.events.conftest import listener_event
-from tests.measurement.conftest import request
+from tests.factories.analytics import Traffic
+from tests.factories.events import listener_event
+from tests.factories.measurement import make_show, request
 
 ROUTES = [
     "timeseries?metric=plays",

@@ -15,9 +15,10 @@ from sqlalchemy import text
 
 from castmetrics.db.session import Database
 from castmetrics.rollups import service as rollups
-from tests.conftest import Team
-from tests.events.conftest import listener_event
-from tests.sponsorship.conftest import make_booking, make_campaign, make_episode, make_podcast, make_sponsor
+from tests.factories.catalog import make_episode, make_podcast
+from tests.factories.events import listener_event
+from tests.factories.identity import Team
+from tests.factories.sponsorship import make_booking, make_campaign, make_sponsor
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TODAY = NOW.date()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import text
 
-from tests.billing.conftest import PRICE_ENTERPRISE, PRICE_PRO, FakeStripe, stripe_event, subscription
+from tests.factories.billing import PRICE_ENTERPRISE, PRICE_PRO, stripe_event, subscription
+from tests.support.stripe import FakeStripe
 
 
 async def test_checkout_creates_the_customer_once(

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from tests.billing.conftest import (
+from tests.factories.billing import (
     PRICE_ENTERPRISE,
     billing_state,
     deliver,

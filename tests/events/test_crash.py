@@ -14,10 +14,9 @@ from castmetrics.config import Settings
 from castmetrics.db import urls
 from castmetrics.db.session import Database
 from castmetrics.events import partitions
-from tests.conftest import wait_for
-from tests.events.conftest import Catalog, listener_event
-from tests.events.test_ingest import count_events
-from tests.test_serve import _base_env, serving
+from tests.factories.events import Catalog, count_events, listener_event
+from tests.support.http import wait_for
+from tests.support.serve import base_env, serving
 
 
 def _waiting_copy(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
@@ -43,7 +42,7 @@ async def test_killing_the_server_mid_batch_stores_nothing(
     # the request is caught half-way, with the first day already copied in its transaction.
     batch = [listener_event(catalog.episode_ids[0], occurred_at=yesterday.isoformat()) for _ in range(5000)]
     batch += [listener_event(catalog.episode_ids[1], occurred_at=now.isoformat()) for _ in range(5000)]
-    env = _base_env(
+    env = base_env(
         DATABASE_URL=owner_url, CASTMETRICS_APP_ROLE=settings.app_role, CASTMETRICS_IN_PROCESS_WORKER="false"
     )
     with serving([], env) as (process, base), psycopg.connect(urls.libpq_url(owner_url)) as locker:

@@ -21,8 +21,8 @@ from castmetrics.db.session import Database
 from castmetrics.events import bulk, service
 from castmetrics.events.validation import fast_uuid
 from castmetrics.tenancy.models import Tenant
-from tests.events.conftest import Catalog, listener_event
-from tests.test_cli import run_cli
+from tests.factories.events import Catalog, listener_event
+from tests.support.cli import run_cli
 
 
 async def count_events(db: Database, tenant_id: uuid.UUID, table: str = "listener_events") -> int:

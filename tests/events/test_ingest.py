@@ -10,12 +10,7 @@ import orjson
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from tests.events.conftest import Catalog, listener_event
-
-
-async def count_events(db: Database, tenant_id: uuid.UUID, table: str = "listener_events") -> int:
-    async with db.tenant_transaction(tenant_id) as session:
-        return int((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+from tests.factories.events import Catalog, count_events, listener_event
 
 
 async def test_a_batch_is_stored_and_a_retry_counts_as_duplicates(

@@ -12,9 +12,8 @@ from sqlalchemy import text
 from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from tests.conftest import asgi_client
-from tests.events.conftest import Catalog, build_catalog, listener_event
-from tests.events.test_ingest import count_events
+from tests.factories.events import Catalog, build_catalog, count_events, listener_event
+from tests.support.http import asgi_client
 
 
 async def set_quotas(owner_db: Database, tenant_id: uuid.UUID, **quotas: int | None) -> None:

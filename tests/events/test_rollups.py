@@ -14,7 +14,7 @@ from sqlalchemy import text
 from castmetrics.analytics import service as analytics
 from castmetrics.db.session import Database
 from castmetrics.rollups import service as rollups_service
-from tests.events.conftest import Catalog, listener_event
+from tests.factories.events import Catalog, listener_event
 
 TYPES = ["play", "play", "play", "pause", "resume", "progress", "skip", "complete", "download", "seek"]
 

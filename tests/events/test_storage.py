@@ -17,8 +17,8 @@ from castmetrics.db import urls
 from castmetrics.db.migrate import set_event_retention
 from castmetrics.db.session import Database
 from castmetrics.events import partitions
-from tests.conftest import drop_partitions_keeping
-from tests.events.conftest import Catalog, listener_event
+from tests.factories.events import Catalog, listener_event
+from tests.support.partitions import drop_partitions_keeping
 
 
 def partition_days(owner_url: str) -> set[str]:

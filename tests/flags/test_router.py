@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import bearer, signup
+from tests.factories.identity import bearer, signup
 
 ROLE = {"name": "Producers", "permissions": ["podcasts:read"]}
 

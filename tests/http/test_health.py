@@ -13,7 +13,7 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.observability import configure_logging
-from tests.conftest import asgi_client
+from tests.support.http import asgi_client
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:

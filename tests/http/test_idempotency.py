@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.identity.conftest import Team
+from tests.factories.identity import Team
 
 
 async def test_repeat_replays_the_first_answer(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]

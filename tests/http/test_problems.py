@@ -13,7 +13,7 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict, QuotaExceeded, RateLimited
-from tests.conftest import asgi_client
+from tests.support.http import asgi_client
 
 
 class Widget(BaseModel):

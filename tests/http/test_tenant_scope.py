@@ -20,7 +20,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.http.deps import get_database, is_write
 from castmetrics.tenancy import service as tenancy
-from tests.conftest import asgi_client
+from tests.support.http import asgi_client
 
 
 async def header_tenant(request: Request, x_test_tenant: Annotated[uuid.UUID, Header()]) -> AsyncIterator[TenantScope]:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from castmetrics.db.session import Database
 from castmetrics.identity.models import ApiKey
-from tests.identity.conftest import Team, bearer
+from tests.factories.identity import Team, bearer
 
 
 async def _key(client: httpx.AsyncClient, team: Team, *scopes: str) -> dict:  # type: ignore[type-arg]

@@ -14,7 +14,7 @@ from castmetrics.errors import RateLimited, Unauthorized
 from castmetrics.identity import service as identity
 from castmetrics.identity import throttle
 from castmetrics.mail.models import Email
-from tests.identity.conftest import PASSWORD, bearer, signup
+from tests.factories.identity import PASSWORD, bearer, signup
 
 
 async def test_signup_answers_the_contract_shape(client: httpx.AsyncClient, db: Database) -> None:

@@ -9,7 +9,7 @@ import httpx
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import service as demo
-from tests.identity.conftest import bearer
+from tests.factories.identity import bearer
 
 
 async def test_demo_seed_is_idempotent_and_logins_work(

@@ -17,8 +17,8 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.mail.tasks import deliver_all
-from tests.conftest import asgi_client, free_port
-from tests.identity.conftest import PASSWORD, bearer, signup
+from tests.factories.identity import PASSWORD, bearer, signup
+from tests.support.http import asgi_client, free_port
 
 NEW_PASSWORD = "a brand new passphrase 77"
 

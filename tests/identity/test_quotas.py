@@ -6,7 +6,7 @@ import httpx
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from tests.identity.conftest import Team
+from tests.factories.identity import Team
 
 
 async def _invite(client: httpx.AsyncClient, team: Team, n: int) -> httpx.Response:

@@ -5,48 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from castmetrics.auth import service as auth
-from castmetrics.auth.dependencies import PUBLIC_ROUTES, permission_of
+from castmetrics.auth.dependencies import PUBLIC_ROUTES
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Conflict
 from castmetrics.identity import service as identity
 from castmetrics.identity.permissions import DEFAULT_ROLES
-from tests.identity.conftest import Team
+from tests.factories.identity import Team
+from tests.support.routes import api_routes, permissions_of_route
 
 MISSING = "00000000-0000-4000-8000-000000000000"
-
-
-def _permissions_of_route(route: APIRoute) -> set[str]:
-    found: set[str] = set()
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dependant = stack.pop()
-        if dependant.call is not None and (permission := permission_of(dependant.call)):
-            found.add(permission)
-        stack.extend(dependant.dependencies)
-    return found
-
-
-def api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], APIRoute]]:
-    """(full path, methods, route) of every API route, through included routers too."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # FastAPI before included-router contexts: routes are flat
-        for route in app.routes:
-            if isinstance(route, APIRoute):
-                yield route.path, set(route.methods), route
-        return
-    for context in iter_route_contexts(app.routes):
-        if isinstance(context.original_route, APIRoute):
-            yield str(context.path), set(context.methods or ()), context.original_route
 
 
 def test_every_route_is_guarded_or_explicitly_public(app: FastAPI) -> None:
@@ -55,7 +29,7 @@ def test_every_route_is_guarded_or_explicitly_public(app: FastAPI) -> None:
     for path, methods, route in api_routes(app):
         for method in methods:
             routes.add((method, path))
-            if not _permissions_of_route(route) and (method, path) not in PUBLIC_ROUTES:
+            if not permissions_of_route(route) and (method, path) not in PUBLIC_ROUTES:
                 unguarded.append(f"{method} {path}")
     assert len(routes) > 30
     assert unguarded == []

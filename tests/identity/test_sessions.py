@@ -13,7 +13,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.errors import Unauthorized
 from castmetrics.identity import service as identity
-from tests.identity.conftest import PASSWORD, bearer, signup
+from tests.factories.identity import PASSWORD, bearer, signup
 
 NEW_PASSWORD = "a-brand-new-passphrase-77"
 

@@ -7,7 +7,7 @@ import httpx
 from castmetrics.auth.principal import Actor
 from castmetrics.db.session import Database
 from castmetrics.tenancy import service as tenancy
-from tests.identity.conftest import Team
+from tests.factories.identity import Team
 
 
 async def test_read_and_update_the_tenant(make_team, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]

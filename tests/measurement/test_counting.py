@@ -13,7 +13,7 @@ from castmetrics.db.session import Database
 from castmetrics.measurement.prefix import RawRequest
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.rollups import service as rollups_service
-from tests.measurement.conftest import APPLE, OVERCAST, SPOTIFY, Show, request
+from tests.factories.measurement import APPLE, OVERCAST, SPOTIFY, Show, request
 
 
 async def record(recorder: Recorder, *requests: RawRequest) -> None:

@@ -12,8 +12,8 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.measurement.prefix import Buffer
-from tests.conftest import asgi_client
-from tests.measurement.conftest import APPLE, Show
+from tests.factories.measurement import APPLE, Show
+from tests.support.http import asgi_client
 
 
 async def test_redirects_any_url_for_any_slug_with_the_query_kept(client: httpx.AsyncClient, app) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from castmetrics.db.session import Database
 from castmetrics.measurement.enrich import to_json
 from castmetrics.measurement.prefix import Buffer, RawRequest
 from castmetrics.measurement.recorder import Recorder
-from tests.measurement.conftest import APPLE
+from tests.factories.measurement import APPLE
 
 
 def _seed(owner_url: str, slug: str) -> uuid.UUID:
@@ -93,7 +93,7 @@ async def test_database_down_mid_traffic(settings: Settings, tmp_path: Path) -> 
 async def test_a_replay_interrupted_half_way_stores_each_record_once(
     settings: Settings, db: Database, tmp_path: Path, show
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.measurement.conftest import request
+    from tests.factories.measurement import request
 
     recorder = Recorder(db, settings.model_copy(update={"data_dir": tmp_path}), Buffer())
     records = [recorder.enricher.enrich(request(show, address=f"192.0.2.{n}")) for n in range(1, 41)]

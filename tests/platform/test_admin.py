@@ -18,8 +18,9 @@ from castmetrics.db.session import Database
 from castmetrics.identity import throttle
 from castmetrics.observability import configure_logging
 from castmetrics.platform.models import PlatformAdmin
-from tests.conftest import PASSWORD, asgi_client, bearer, signup
-from tests.platform.conftest import Operator
+from tests.factories.identity import PASSWORD, bearer, signup
+from tests.factories.platform import Operator
+from tests.support.http import asgi_client
 
 
 async def _admin_audit(owner_db: Database, tenant_id: str) -> list[AuditEntry]:

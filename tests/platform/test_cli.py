@@ -12,7 +12,7 @@ import pytest
 
 from castmetrics.config import Settings
 from castmetrics.db import urls
-from tests.conftest import PASSWORD
+from tests.factories.identity import PASSWORD
 
 
 def admin_create(settings: Settings, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:

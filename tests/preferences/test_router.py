@@ -15,7 +15,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.preferences import service as preferences
 from castmetrics.preferences.schemas import Category
-from tests.preferences.conftest import Account, colleague, load_user, sign_up
+from tests.factories.identity import Account, colleague, load_user, sign_up
 
 ROUTE = "/v1/me/email-preferences"
 DEFAULTS = {"weekly_digest": True, "campaign_alerts": True, "product_news": False}

@@ -14,7 +14,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.preferences import service as preferences
 from castmetrics.preferences.schemas import CATEGORIES, DEFAULTS, EmailPreferencesUpdate
-from tests.preferences.conftest import load_user, sign_up
+from tests.factories.identity import load_user, sign_up
 
 
 async def test_the_tables_defaults_are_the_services_defaults(client: httpx.AsyncClient, db: Database) -> None:

@@ -17,7 +17,7 @@ from castmetrics.auth import tokens
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.measurement.recorder import Recorder
-from tests.reports.conftest import CAMPAIGN_NAME, Deal, make_deal
+from tests.factories.reports import CAMPAIGN_NAME, Deal, make_deal
 
 
 async def _create(client: httpx.AsyncClient, deal: Deal, role: str = "sales", **body: Any) -> httpx.Response:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pypdf
 
-from tests.reports.conftest import CAMPAIGN_NAME, MODEL_LABELS, SPONSOR_NAME, Deal
+from tests.factories.reports import CAMPAIGN_NAME, MODEL_LABELS, SPONSOR_NAME, Deal
 
 # Pacing numbers that do not move between two requests a moment apart (elapsed, expected, projected,
 # status and a flat fee's spend are continuous in time).

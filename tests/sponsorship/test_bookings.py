@@ -12,8 +12,9 @@ from sqlalchemy import text
 
 from castmetrics.db.session import Database
 from castmetrics.sponsorship.schemas import ISO_4217_CODES
-from tests.conftest import Team
-from tests.sponsorship.conftest import booking_body, make_booking, make_campaign, make_episode, make_podcast
+from tests.factories.catalog import make_episode, make_podcast
+from tests.factories.identity import Team
+from tests.factories.sponsorship import booking_body, make_booking, make_campaign
 
 MARCH = {"start_date": "2026-03-01", "end_date": "2026-03-31"}
 

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Team
-from tests.sponsorship.conftest import make_booking, make_campaign, make_podcast, make_sponsor
+from tests.factories.catalog import make_podcast
+from tests.factories.identity import Team
+from tests.factories.sponsorship import make_booking, make_campaign, make_sponsor
 
 
 async def all_pages(

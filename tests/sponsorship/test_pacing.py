@@ -24,9 +24,10 @@ from castmetrics.sponsorship import pacing, service
 from castmetrics.sponsorship import tasks as sponsorship_tasks
 from castmetrics.sponsorship.models import Booking
 from castmetrics.sponsorship.schemas import CampaignPacingOut
-from tests.conftest import Team
-from tests.measurement.conftest import Show, make_show, request
-from tests.sponsorship.conftest import make_booking, make_campaign, make_podcast, make_sponsor
+from tests.factories.catalog import make_podcast
+from tests.factories.identity import Team
+from tests.factories.measurement import Show, make_show, request
+from tests.factories.sponsorship import make_booking, make_campaign, make_sponsor
 
 NUMBERS = ("phase", "elapsed", "booked", "delivered", "expected_to_date", "projected", "pace", "status")
 SPEND = ("currency", "spend_to_date", "spend_to_date_minor")

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from castmetrics.identity.permissions import DEFAULT_ROLES
-from tests.conftest import Team
-from tests.sponsorship.conftest import booking_body, make_booking, make_campaign, make_podcast, make_sponsor
+from tests.factories.catalog import make_podcast
+from tests.factories.identity import Team
+from tests.factories.sponsorship import booking_body, make_booking, make_campaign, make_sponsor
 
 WRITERS = ("owner", "admin", "sales")
 READERS = ("analyst", "viewer")

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import service as demo
-from tests.conftest import Team, bearer
-from tests.sponsorship.conftest import PATH_TO, make_campaign, make_sponsor
+from tests.factories.identity import Team, bearer
+from tests.factories.sponsorship import PATH_TO, make_campaign, make_sponsor
 
 STAGES = ("draft", "active", "paused", "completed", "cancelled")
 # The brief's machine, written out independently of the code under test.

@@ -1,8 +1,7 @@
-"""Helpers for dashboard tests: a signed-in page client per role, and reading values out of pages."""
+"""Fixtures for dashboard tests: a signed-in page client per role, and the browser."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
@@ -11,23 +10,10 @@ import pytest
 from fastapi import FastAPI
 from playwright.async_api import Browser
 
-from tests.conftest import PASSWORD, Team, asgi_client
-from tests.web.browser import chromium
-
-CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-async def sign_in(http: httpx.AsyncClient, email: str, password: str = PASSWORD, tz: str = "UTC") -> httpx.Response:
-    page = await http.get("/login")
-    assert page.status_code == 200
-    form = {"csrf_token": csrf_of(page.text), "email": email, "password": password, "next": "/", "tz": tz}
-    return await http.post("/login", data=form)
+from tests.factories.identity import Team
+from tests.factories.web import sign_in
+from tests.support.browser import chromium
+from tests.support.http import asgi_client
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import httpx
 from castmetrics.app import create_app
 from castmetrics.auth import tokens
 from castmetrics.web.session import CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import PASSWORD, asgi_client
-from tests.web.conftest import csrf_of, sign_in
+from tests.factories.identity import PASSWORD
+from tests.factories.web import csrf_of, sign_in
+from tests.support.http import asgi_client
 
 
 async def test_a_visitor_without_a_session_is_sent_to_the_login_form(client: httpx.AsyncClient) -> None:

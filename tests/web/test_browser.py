@@ -11,7 +11,7 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from tests.web.browser import DESKTOP, PHONE, seed_demo, shoot
+from tests.support.browser import DESKTOP, PHONE, seed_demo, shoot
 
 ZONE = "America/New_York"  # the browser's zone, which the dashboard must show dates in
 MODELS = ("first_touch", "last_touch", "linear", "time_decay", "position_based")

@@ -18,10 +18,10 @@ from castmetrics.db.session import Database
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.rollups import service as rollups_service
-from tests.conftest import Team
-from tests.measurement.conftest import Show, make_show, request
-from tests.sponsorship.conftest import make_booking, make_campaign, make_sponsor
-from tests.web.conftest import csrf_of
+from tests.factories.identity import Team
+from tests.factories.measurement import Show, make_show, request
+from tests.factories.sponsorship import make_booking, make_campaign, make_sponsor
+from tests.factories.web import csrf_of
 
 MODELS = ("first_touch", "last_touch", "linear", "time_decay", "position_based")
 FIGURES = ("conversions", "revenue", "spend", "roi", "roas", "cpa")

@@ -19,8 +19,9 @@ from castmetrics.db.session import Database
 from castmetrics.measurement.prefix import Buffer
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.web.pages.podcasts import _episode_rows, clock, web_link
-from tests.analytics.conftest import add_traffic, publish
-from tests.measurement.conftest import Show, make_show
+from tests.factories.analytics import add_traffic
+from tests.factories.catalog import publish
+from tests.factories.measurement import Show, make_show
 
 PARIS = "Europe/Paris"
 PERIOD = re.compile(r'<span class="muted">(\d{4}-\d{2}-\d{2}) – (\d{4}-\d{2}-\d{2})</span>')

@@ -16,9 +16,10 @@ from castmetrics.app import create_app
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.web.templating import moment
-from tests.billing.conftest import FakeStripe, serving_fake_stripe
-from tests.conftest import Team, asgi_client
-from tests.web.conftest import csrf_of, sign_in
+from tests.factories.identity import Team
+from tests.factories.web import csrf_of, sign_in
+from tests.support.http import asgi_client
+from tests.support.stripe import FakeStripe, serving_fake_stripe
 
 KEY_SHOWN = re.compile(r'<code class="key" data-testid="new-key">([^<]+)</code>')
 USAGE_ROW = re.compile(r'<tr data-testid="usage" data-quota="(\w+)" data-value="(\d+)" data-limit="(\d*)">')

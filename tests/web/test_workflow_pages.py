@@ -13,9 +13,9 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.web.templating import moment
 from castmetrics.workflows import engine
-from tests.conftest import Team
-from tests.web.conftest import csrf_of
-from tests.workflows.test_api import FLAG_STEPS, create_workflow, run
+from tests.factories.identity import Team
+from tests.factories.web import csrf_of
+from tests.factories.workflows import FLAG_STEPS, create_workflow, run
 
 EXECUTION_ROW = re.compile(r'<tr data-testid="execution" data-id="([0-9a-f-]{36})" data-status="(\w+)">')
 SECRET_QUERY = "token=hush-7f3a9c"

@@ -17,36 +17,10 @@ from castmetrics.workflows import engine
 from castmetrics.workflows.api_schemas import MAX_PAYLOAD_BYTES, RunIn
 from castmetrics.workflows.models import WorkflowExecution
 from castmetrics.workflows.schemas import MAX_STEPS
-from tests.conftest import Team
+from tests.factories.identity import Team
+from tests.factories.workflows import FLAG_STEPS, create_workflow, run, workflow_body
 
 # --- helpers -------------------------------------------------------------------------------------
-
-# Needs no network: stops unless the payload's ``go`` is true, then turns a feature flag off.
-FLAG_STEPS: list[dict[str, Any]] = [
-    {"type": "condition", "field": "go", "operator": "eq", "value": True},
-    {"type": "update_feature_flag", "flag": "custom_roles", "enabled": False},
-]
-
-
-def workflow_body(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": "Flag flipper", "trigger_event": "campaign.stage_changed", "steps": FLAG_STEPS}
-    return {**body, **fields}
-
-
-async def create_workflow(client: httpx.AsyncClient, team: Team, **fields: Any) -> dict[str, Any]:
-    created = await client.post("/v1/workflows", json=workflow_body(**fields), headers=team.auth("admin"))
-    assert created.status_code == 201, created.text
-    workflow: dict[str, Any] = created.json()
-    return workflow
-
-
-async def run(client: httpx.AsyncClient, team: Team, workflow_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    started = await client.post(
-        f"/v1/workflows/{workflow_id}/run", json={"payload": payload}, headers=team.auth("admin")
-    )
-    assert started.status_code == 201, started.text
-    execution: dict[str, Any] = started.json()
-    return execution
 
 
 async def show(client: httpx.AsyncClient, team: Team, workflow_id: str, execution_id: str) -> dict[str, Any]:

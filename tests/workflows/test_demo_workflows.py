@@ -29,8 +29,9 @@ from castmetrics.tenancy.models import Tenant
 from castmetrics.workflows import engine
 from castmetrics.workflows.models import Workflow, WorkflowExecution
 from castmetrics.workflows.steps import sign
-from tests.conftest import Team, asgi_client, free_port, wait_for
-from tests.identity.test_rbac import _permissions_of_route, api_routes
+from tests.factories.identity import Team
+from tests.support.http import asgi_client, free_port, wait_for
+from tests.support.routes import api_routes, permissions_of_route
 
 WEBHOOK = "Tell the partner channel about campaign changes"
 ALERT = "Alert sales when a booking falls behind"
@@ -112,7 +113,7 @@ async def test_the_receiver_is_absent_unless_switched_on_and_public_only_then(
         (method, path)
         for path, methods, route in api_routes(on)
         for method in methods
-        if not _permissions_of_route(route) and (method, path) not in PUBLIC_ROUTES
+        if not permissions_of_route(route) and (method, path) not in PUBLIC_ROUTES
     }
     assert unguarded == OPTIONAL_PUBLIC_ROUTES
 

@@ -27,8 +27,8 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.workflows import engine
 from castmetrics.workflows import publishing as outbox_tasks
-from tests.conftest import Team
-from tests.sponsorship.conftest import make_campaign
+from tests.factories.identity import Team
+from tests.factories.sponsorship import make_campaign
 
 
 @dataclass

@@ -49,8 +49,9 @@ from castmetrics.workflows.steps import (
     run_step,
     sign,
 )
-from tests.conftest import Team, free_port
-from tests.sponsorship.conftest import make_campaign
+from tests.factories.identity import Team
+from tests.factories.sponsorship import make_campaign
+from tests.support.http import free_port
 
 SECRET = "whsec-test-secret"
 MakeTeam = Callable[..., Awaitable[Team]]

@@ -18,12 +18,11 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from castmetrics.demo import listening
 from castmetrics.demo import service as demo
+from tests.support.paths import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Kept after the run (git ignores it): one PNG per page and screen size.
-SCREENSHOTS = Path(
-    os.environ.get("CASTMETRICS_SCREENSHOTS", Path(__file__).parents[2] / "test-artifacts" / "screenshots")
-)
+SCREENSHOTS = Path(os.environ.get("CASTMETRICS_SCREENSHOTS", REPO_ROOT / "test-artifacts" / "screenshots"))
 # The machine's network is closed: Chromium must not try to phone home.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
