@@ -28,6 +28,7 @@ from castmetrics.http import health, openapi, problems
 from castmetrics.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from castmetrics.idempotency.service import IdempotencyMiddleware
 from castmetrics.identity import router as identity_router
+from castmetrics.jobs.heartbeat import Heartbeat
 from castmetrics.measurement.prefix import Buffer, Edge, trusted_networks
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.measurement.tenant_directory import SNAPSHOT_FILE, TenantDirectory
@@ -96,6 +97,15 @@ def create_app(
     admin_db = admin_database
     if admin_db is None and settings.database_url:
         admin_db = Database(settings.database_url, pool_size=2, max_overflow=2, application_name="castmetrics-admin")
+    # The in-process job worker has a pool of its own, never more than its size: however much background
+    # work there is, the requests' connections stay theirs.
+    worker_db: Database | None = None
+    heartbeat: Heartbeat | None = None
+    if settings.in_process_worker:
+        worker_db = Database(
+            db.url, pool_size=settings.worker_pool_size, max_overflow=0, application_name="castmetrics-worker"
+        )
+        heartbeat = Heartbeat(settings.worker_stale_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,10 +113,12 @@ def create_app(
         await _prepare_partitions(db)
         await directory.start()  # the prefix's known slugs, before the first request (a few seconds at most)
         recording = asyncio.create_task(Recorder(db, settings, buffer, directory).run())
-        if settings.in_process_worker:
+        if worker_db is not None:
             from castmetrics.jobs import worker as job_worker
 
-            worker = asyncio.create_task(job_worker.run(db, settings=settings, in_process=True))
+            worker = asyncio.create_task(
+                job_worker.run(worker_db, settings=settings, in_process=True, heartbeat=heartbeat)
+            )
         try:
             yield
         finally:
@@ -118,6 +130,8 @@ def create_app(
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            if worker_db is not None:
+                await worker_db.dispose()
             if database is None:
                 await db.dispose()
             if admin_database is None and admin_db is not None:
@@ -133,6 +147,8 @@ def create_app(
     app.state.db = db
     app.state.analytics_cache = AnswerCache(settings.analytics_cache_seconds, settings.analytics_cache_entries)
     app.state.admin_db = admin_db  # None: the admin routes answer 503
+    app.state.worker_db = worker_db  # None: no job worker runs in this process
+    app.state.worker_heartbeat = heartbeat  # what /readyz reports of it
     buffer = Buffer()
     app.state.prefix_buffer = buffer
     directory = TenantDirectory(

@@ -271,7 +271,12 @@ def worker(
     data_dir: DataDir = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Jobs run at once.")] = 4,
 ) -> None:
-    """Run background jobs (RSS sync, rollups, partitions, retention, outbox, emails) until stopped."""
+    """Run background jobs (RSS sync, rollups, partitions, retention, outbox, emails) until stopped.
+
+    The worker restarts itself, after 1 s doubling up to 30 s, whenever it stops or fails (a database
+    restart ends it), so it exits only on SIGINT or SIGTERM, letting running jobs finish for up to 30 s.
+    Its tasks share CASTMETRICS_WORKER_POOL_SIZE connections (raise it with --concurrency).
+    """
     from castmetrics.jobs import worker as job_worker
 
     settings = _settings(data_dir)
@@ -279,7 +284,9 @@ def worker(
         runtime_url = _migrate(settings, owner_url)
 
         async def main() -> None:
-            db = Database(runtime_url, pool_size=concurrency + 1, max_overflow=2, application_name="castmetrics-worker")
+            db = Database(
+                runtime_url, pool_size=settings.worker_pool_size, max_overflow=0, application_name="castmetrics-worker"
+            )
             try:
                 await job_worker.run(db, settings=settings, concurrency=concurrency)
             finally:

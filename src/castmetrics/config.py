@@ -51,6 +51,11 @@ class Settings(BaseSettings):
 
     # Run the job worker inside ``serve`` (default: only on the embedded database).
     in_process_worker: bool | None = None
+    # The job worker's own connections (in ``serve`` and ``castmetrics worker``), apart from the request
+    # pool: background work can never take the connections requests need.
+    worker_pool_size: int = Field(default=10, ge=1, le=1000)
+    # A job worker that has not shown it works for this long is stalled: ``/readyz`` answers 503.
+    worker_stale_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     access_token_minutes: int = Field(default=30, ge=1, le=24 * 60)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)  # tests lower it; production keeps 12+

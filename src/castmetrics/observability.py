@@ -38,6 +38,14 @@ PREFIX_SPOOL_DROPPED = Counter(
     "their slug was a tenant's",
     ["tenant"],
 )
+# The job worker of this process (``serve``'s in-process one or ``castmetrics worker``): NaN while none runs.
+WORKER_HEARTBEAT_AGE = Gauge(
+    "castmetrics_worker_heartbeat_age_seconds", "Seconds since this process's job worker last showed it works"
+)
+WORKER_HEARTBEAT_AGE.set(float("nan"))
+WORKER_RESTARTS = Counter(
+    "castmetrics_worker_restarts_total", "Times this process's job worker was restarted after it stopped or failed"
+)
 
 _configured = False
 

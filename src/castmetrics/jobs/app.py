@@ -64,7 +64,9 @@ def queue() -> procrastinate.App:
 
 @contextlib.asynccontextmanager
 async def opened(runtime_url: str, max_size: int = 4) -> AsyncIterator[procrastinate.App]:
-    """The queue connected as the runtime role for the duration of the block."""
+    """The queue connected as the runtime role for the duration of the block. Each opening has a
+    connector of its own: procrastinate's keeps the first pool it was handed even once that is closed,
+    so a worker restarted after a lost database would otherwise only ever get ``PoolClosed``."""
     pool = psycopg_pool.AsyncConnectionPool(
         urls.libpq_url(runtime_url),
         min_size=1,
@@ -74,8 +76,9 @@ async def opened(runtime_url: str, max_size: int = 4) -> AsyncIterator[procrasti
     )
     await pool.open(wait=True)
     try:
-        async with queue().open_async(pool) as app:
-            yield app
+        with queue().replace_connector(procrastinate.PsycopgConnector()) as app:
+            async with app.open_async(pool):
+                yield app
     finally:
         await pool.close()
 
