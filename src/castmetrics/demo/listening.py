@@ -47,8 +47,9 @@ from sqlalchemy import select, text
 from castmetrics.catalog.models import Episode
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.events import partitions, rollups
+from castmetrics.events import partitions
 from castmetrics.events import service as events
+from castmetrics.rollups import service as rollups
 from castmetrics.tenancy.models import Tenant
 
 SEED = 20_240_917
