@@ -150,7 +150,7 @@ def _seed_demo(
     from rich.console import Console
     from sqlalchemy import text
 
-    from castmetrics.demo import listening
+    from castmetrics.demo import audience, listening
     from castmetrics.demo import service as demo
 
     async def work(owner: Database) -> Any:
@@ -173,7 +173,7 @@ def _seed_demo(
                     summary.tenant.id,
                     count,
                     retention_days=settings.event_retention_days,
-                    days=days or listening.WINDOW_DAYS,
+                    days=days or audience.WINDOW_DAYS,
                     console=Console(stderr=True),
                     settings=settings,
                 )

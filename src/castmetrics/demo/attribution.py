@@ -45,7 +45,7 @@ from typing import Any, Final
 from sqlalchemy import text
 
 from castmetrics.db.session import Database
-from castmetrics.demo.listening import DEFAULT_DURATION, PROGRESS_MARKS
+from castmetrics.demo.audience import DEFAULT_DURATION, PROGRESS_MARKS
 from castmetrics.events import service as events
 from castmetrics.tenancy.models import Tenant
 

@@ -42,7 +42,7 @@ from sqlalchemy import text
 
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from castmetrics.demo.listening import (
+from castmetrics.demo.audience import (
     ROLLUP_CHUNK_DAYS,
     WEEKDAY_HOURS,
     WEEKEND_HOURS,
