@@ -193,6 +193,17 @@ def _seed_demo(
     return _run_as_owner(owner_url, work)
 
 
+def demo_receiver_settings(settings: Settings, webhook_base_url: str) -> dict[str, Any]:
+    """What ``serve --demo`` changes in the settings: the demo's webhook workflow posts to this server
+    itself, on a loopback address, so the receiver is mounted and its one URL (the demo tenant's) is
+    allowed as a private webhook target; private webhooks stay refused for every other URL and tenant."""
+    from castmetrics.demo.service import DEMO_SLUG
+    from castmetrics.demo.workflows import receiver_url
+
+    allowed = [*settings.private_webhook_urls, receiver_url(webhook_base_url, DEMO_SLUG)]
+    return {"demo_webhook_receiver": True, "private_webhook_urls": allowed}
+
+
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -222,10 +233,10 @@ def serve(
     with owner_database(settings) as owner_url:
         runtime_url = _migrate(settings, owner_url)
         url = f"http://{host}:{port}"
+        # The demo's webhook goes to this server's own receiver: on a wildcard address, through loopback.
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        webhook_base_url = f"http://{f'[{local}]' if ':' in local else local}:{port}"
         if demo:
-            # The webhook goes to this server's own receiver: on a wildcard address, through loopback.
-            local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-            webhook_base_url = f"http://{f'[{local}]' if ':' in local else local}:{port}"
             _print_demo(_seed_demo(settings, owner_url, runtime_url, webhook_base_url=webhook_base_url), url)
         in_process = settings.in_process_worker if settings.in_process_worker is not None else embedded
         update: dict[str, Any] = {
@@ -234,9 +245,8 @@ def serve(
             "in_process_worker": in_process,
         }
         if demo and embedded:
-            # The demo's webhook workflow posts to this server itself, on a loopback address: receive it
-            # and allow it. Only on the embedded default: against your own database, the settings rule.
-            update |= {"demo_webhook_receiver": True, "allow_private_webhooks": True}
+            # Only on the embedded default: against your own database, the settings rule.
+            update |= demo_receiver_settings(settings, webhook_base_url)
         settings = settings.model_copy(update=update)
         typer.echo(f"Castmetrics is starting at {url} (dashboard at {url}/, API docs at {url}/docs)", err=True)
         # The app reads X-Forwarded-For itself, from CASTMETRICS_TRUSTED_PROXIES only (app.Castmetrics).
@@ -253,6 +263,7 @@ def serve(
                 "CASTMETRICS_IN_PROCESS_WORKER": "true" if in_process else "false",
                 "CASTMETRICS_DEMO_WEBHOOK_RECEIVER": "true" if settings.demo_webhook_receiver else "false",
                 "CASTMETRICS_ALLOW_PRIVATE_WEBHOOKS": "true" if settings.allow_private_webhooks else "false",
+                "CASTMETRICS_PRIVATE_WEBHOOK_URLS": json.dumps(settings.private_webhook_urls),
             }
         )
         uvicorn.run(

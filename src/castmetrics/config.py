@@ -64,10 +64,15 @@ class Settings(BaseSettings):
     smtp_url: str | None = None  # smtp://user:password@host:587 (STARTTLS) or smtps://host:465
     # Feed fetching: private, loopback and link-local addresses are refused unless allowed (on-premise).
     allow_private_fetch: bool = False
-    # Workflow webhooks: the same refusal for a step's URL unless allowed (receivers on your own network).
+    # Workflow webhooks: the same refusal for a step's URL unless allowed (receivers on your own network,
+    # for every tenant: set it only when every tenant is trusted).
     allow_private_webhooks: bool = False
+    # Private webhook URLs allowed exactly as written (a JSON list), whatever the setting above: ``serve
+    # --demo`` lists the demo tenant's receiver here and nothing else. From a private target a step's result
+    # keeps the status only, never the answer's body.
+    private_webhook_urls: list[str] = Field(default_factory=list)
     # Mount the demo's webhook receiver, POST /v1/demo/webhook/{tenant_slug}: it logs deliveries signed by
-    # the tenant's workflow (``serve --demo`` turns it on, with private webhooks, on the embedded database).
+    # the tenant's workflow (``serve --demo`` turns it on, with its URL allowed, on the embedded database).
     demo_webhook_receiver: bool = False
     feed_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     mail_from: str = "Castmetrics <no-reply@castmetrics.local>"
@@ -98,6 +103,9 @@ class Settings(BaseSettings):
     workflow_retry_base_seconds: float = Field(default=2.0, ge=0, le=600)
     workflow_dispatch_batch: int = Field(default=500, ge=1, le=10_000)
     workflow_dispatch_per_tenant: int = Field(default=200, ge=1, le=10_000)
+    # Webhook steps of one tenant in flight at once, across all workers: the others wait their turn (parked,
+    # holding nothing), so a tenant pointing many runs at a slow receiver delays only its own workflows.
+    workflow_webhooks_per_tenant: int = Field(default=4, ge=1, le=1000)
     # Billing through Stripe: without the secret key the billing routes answer 503 (the rest works);
     # without the webhook secret the webhook does. A subscription's tier is the tier of its price id.
     stripe_secret_key: SecretStr | None = None

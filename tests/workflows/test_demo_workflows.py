@@ -174,7 +174,9 @@ async def test_the_demo_workflows_deliver_to_the_receiver_and_email_sales(
     async with db.tenant_transaction(team.tenant_id) as session:
         tenant = await session.get_one(Tenant, team.tenant_id)
     workflows = await _demo_workflows(db, tenant, base_url=receiver_server)
-    running = settings.model_copy(update={"allow_private_webhooks": True})
+    # under the settings serve --demo gives: of private URLs, only the demo receiver's own is allowed
+    receiver = demo_workflows.receiver_url(receiver_server, tenant.slug)
+    running = settings.model_copy(update={"private_webhook_urls": [receiver]})
 
     # when the webhook workflow runs, then the receiver verified and accepted the delivery
     delivered = await _run(db, running, workflows[WEBHOOK], {"campaign_id": str(uuid.uuid4()), "to": "active"})

@@ -166,12 +166,16 @@ async def resolve_host(host: str) -> list[str]:
 
 
 def pinned_transport(
-    host: str, addresses: Sequence[str], ssl_context: ssl.SSLContext | None = None
+    host: str, addresses: Sequence[str], ssl_context: ssl.SSLContext | None = None, *, max_connections: int = 1
 ) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose connections to ``host`` go to ``addresses`` (already checked), never
     to a new lookup of the name: the DNS-rebinding guard of ``fetch_feed`` for other user-supplied
-    URLs (workflow webhooks). ``host`` is the URL's ``raw_host``; any other host is refused."""
-    return _PinnedTransport(_PinnedBackend(host, addresses), ssl_context or _default_ssl_context())
+    URLs (workflow webhooks). ``host`` is the URL's ``raw_host``; any other host is refused. A feed
+    fetch makes one request at a time; a transport shared by concurrent requests (webhooks) needs
+    ``max_connections`` for them, or each waits for the one before."""
+    return _PinnedTransport(
+        _PinnedBackend(host, addresses), ssl_context or _default_ssl_context(), max_connections=max_connections
+    )
 
 
 async def _fetch(
@@ -375,10 +379,10 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 class _PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport, with a connection pool that connects through ``_PinnedBackend``."""
 
-    def __init__(self, backend: _PinnedBackend, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, backend: _PinnedBackend, ssl_context: ssl.SSLContext, *, max_connections: int = 1) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context, max_connections=1, http1=True, http2=False, network_backend=backend
+            ssl_context=ssl_context, max_connections=max_connections, http1=True, http2=False, network_backend=backend
         )
 
 

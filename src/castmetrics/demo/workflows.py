@@ -16,6 +16,11 @@ from castmetrics.workflows.models import Workflow
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
+def receiver_url(base_url: str, tenant_slug: str) -> str:
+    """The demo receiver's URL for a tenant: the one private webhook URL ``serve --demo`` allows."""
+    return f"{base_url.rstrip('/')}/v1/demo/webhook/{tenant_slug}"
+
+
 def demo_workflows(base_url: str, tenant_slug: str) -> list[WorkflowIn]:
     """The definitions, with the webhook pointed at ``{base_url}/v1/demo/webhook/{tenant_slug}``."""
     return [
@@ -25,7 +30,7 @@ def demo_workflows(base_url: str, tenant_slug: str) -> list[WorkflowIn]:
                 "description": "Posts every campaign stage change, signed, to the demo webhook receiver "
                 "(served by `castmetrics serve --demo`), which logs `workflows.demo_webhook_received`.",
                 "trigger_event": "campaign.stage_changed",
-                "steps": [{"type": "webhook", "url": f"{base_url.rstrip('/')}/v1/demo/webhook/{tenant_slug}"}],
+                "steps": [{"type": "webhook", "url": receiver_url(base_url, tenant_slug)}],
             }
         ),
         WorkflowIn.model_validate(

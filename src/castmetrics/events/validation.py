@@ -30,6 +30,9 @@ ATTRIBUTION_FIELDS = frozenset(
 )
 MAX_LISTENER_ID = 200
 MAX_DATA_BYTES = 8192
+# The deepest a data object may nest objects and lists ({} is 1 level): the one limit every JSON a client
+# sends is held to (workflow payloads too). Far deeper, orjson could not encode it (past 254 levels).
+MAX_DATA_DEPTH = 32
 MAX_LISTENED_SECONDS = 86_400
 
 _NOT_AN_OBJECT = "an event must be a JSON object"
@@ -170,15 +173,43 @@ def _occurred_at(value: Any, accepted: AcceptedRange) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+def nesting_exceeds(value: Any, limit: int = MAX_DATA_DEPTH) -> bool:
+    """Whether a JSON value nests objects and lists more than ``limit`` levels deep (a scalar is 0, ``{}``
+    1, ``{"a": []}`` 2). Walks without recursion, so no depth can crash it."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _too_deep(name: str) -> ItemError:
+    return ItemError(f"{name} is nested more than {MAX_DATA_DEPTH} levels deep")
+
+
 def _data(value: Any, name: str) -> bytes:
     """A free-form JSON object, encoded for the jsonb column."""
     if type(value) is not dict:
         raise ItemError(f"{name} must be a JSON object")
     # A compact copy: orjson's output buffer is oversized, and keeping thousands of them alive at
     # once makes every later allocation slow.
-    encoded = memoryview(orjson.dumps(value)).tobytes()
+    try:
+        encoded = memoryview(orjson.dumps(value)).tobytes()
+    except orjson.JSONEncodeError as exc:  # nested past orjson's limit, or a number it cannot encode
+        raise (_too_deep(name) if nesting_exceeds(value) else ItemError(f"{name} cannot be stored: {exc}")) from None
     if len(encoded) > MAX_DATA_BYTES:
         raise ItemError(f"{name} is larger than {MAX_DATA_BYTES} bytes")
+    # Counting brackets is cheap; only data with enough of them is walked.
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DATA_DEPTH and nesting_exceeds(value):
+        raise _too_deep(name)
     if b"\\u0000" in encoded:
         raise ItemError(f"{name} may not contain NUL characters")
     return encoded

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
+import structlog
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +22,7 @@ from castmetrics.changes import record_change
 from castmetrics.config import Settings
 from castmetrics.db.repository import Repository
 from castmetrics.db.session import Database
-from castmetrics.errors import Conflict, Forbidden, Invalid, Unauthorized
+from castmetrics.errors import Conflict, Forbidden, Invalid, RateLimited, Unauthorized
 from castmetrics.identity import passwords, throttle
 from castmetrics.identity.models import ApiKey, Permission, RefreshToken, Role, RolePermission, User, UserRole
 from castmetrics.identity.permissions import DEFAULT_ROLES
@@ -40,9 +42,16 @@ from castmetrics.tenancy import service as tenancy
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 
+log = structlog.get_logger(__name__)
+
 VERIFY_LIFETIME = timedelta(days=7)
 RESET_LIFETIME = timedelta(hours=1)
 INVITE_LIFETIME = timedelta(days=7)
+# At most this many verification (sign-up's included) or password-reset emails to one address in
+# ADDRESS_MAIL_WINDOW: a reset needs only an address, so without a limit anyone could flood a mailbox
+# through our server. Past it a resend answers 429; a reset is silently not sent (no enumeration).
+ADDRESS_MAILS = 3
+ADDRESS_MAIL_WINDOW = timedelta(hours=1)
 
 _users = Repository(User, moment=User.created_at)
 _roles = Repository(Role, moment=Role.created_at)
@@ -383,8 +392,16 @@ async def verify_email(db: Database, settings: Settings, token: str) -> User:
 
 
 async def resend_verification(session: AsyncSession, settings: Settings, user: UserRef) -> None:
+    """Send the verification link again: 409 when already verified, 429 past ``ADDRESS_MAILS`` an hour."""
     if user.email_verified:
         raise Conflict("the email address is already verified")
+    sent = await mail.recent(session, kind="verify_email", to=user.email, within=ADDRESS_MAIL_WINDOW)
+    if sent.count >= ADDRESS_MAILS:
+        wait = (sent.frees_at - datetime.now(UTC)).total_seconds() if sent.frees_at else 60
+        raise RateLimited(
+            f"{sent.count} verification emails were sent to this address in the last hour: try again later",
+            retry_after=max(1, math.ceil(wait)),
+        )
     await send_verification(session, settings, user)
 
 
@@ -396,6 +413,10 @@ async def request_password_reset(db: Database, settings: Settings, email: str) -
         return
     async with db.tenant_transaction(found.tenant_id) as session:
         user = await get_user(session, found.user_id)
+        sent = await mail.recent(session, kind="password_reset", to=user.email, within=ADDRESS_MAIL_WINDOW)
+        if sent.count >= ADDRESS_MAILS:
+            log.info("identity.password_reset_throttled", user_id=str(user.id))
+            return
         token = tokens.sign(
             settings.secret_key.get_secret_value(),
             "reset",

@@ -4,7 +4,8 @@ delivered by a job over SMTP — or, with no SMTP configured, written to the log
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
@@ -39,6 +40,35 @@ async def queue(
     session.add(email)
     await session.flush()
     return email
+
+
+@dataclass(frozen=True)
+class Recent:
+    """The messages of one kind sent to one address within a window: how many, and when the first of
+    them leaves the window (``None`` when there are none)."""
+
+    count: int
+    frees_at: datetime | None
+
+
+_RECENT = text(
+    """
+    SELECT count(*) AS sent, min(created_at) + make_interval(secs => :window) AS frees_at
+    FROM emails
+    WHERE kind = :kind AND lower(to_address) = lower(:to)
+      AND created_at > clock_timestamp() - make_interval(secs => :window)
+    """
+)
+_ADDRESS_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('mail:' || :kind || ':' || lower(:to)))")
+
+
+async def recent(session: AsyncSession, *, kind: str, to: str, within: timedelta) -> Recent:
+    """The current tenant's messages of ``kind`` to ``to`` (any case) in the last ``within``. Holds a lock
+    on (kind, address) until the transaction ends, so two requests cannot both see room for the last
+    message: call it in the transaction that queues the next one."""
+    await session.execute(_ADDRESS_LOCK, {"kind": kind, "to": to})
+    row = (await session.execute(_RECENT, {"kind": kind, "to": to, "window": within.total_seconds()})).one()
+    return Recent(count=int(row.sent), frees_at=row.frees_at)
 
 
 async def pending_tenants(session: AsyncSession) -> list[uuid.UUID]:

@@ -16,14 +16,24 @@ from castmetrics.outbox import service as outbox
 UNLIMITED = None
 
 # Limits per tier; None is unlimited. A tenant's metadata may override: {"quotas": {"users": 10}}.
+# ``emails_per_day`` counts the emails workflows send (since midnight UTC); the platform's own mail
+# (verification, password reset, invitations) is limited per address instead.
 TIER_LIMITS: dict[str, dict[str, int | None]] = {
-    "free": {"podcasts": 3, "users": 3, "events_per_month": 100_000, "workflows": 2, "ingest_rate": 200},
+    "free": {
+        "podcasts": 3,
+        "users": 3,
+        "events_per_month": 100_000,
+        "workflows": 2,
+        "ingest_rate": 200,
+        "emails_per_day": 100,
+    },  # fmt: skip
     "pro": {
         "podcasts": 50,
         "users": 25,
         "events_per_month": 10_000_000,
         "workflows": 50,
         "ingest_rate": 5_000,
+        "emails_per_day": 5_000,
     },  # fmt: skip
     "enterprise": {
         "podcasts": UNLIMITED,
@@ -31,10 +41,13 @@ TIER_LIMITS: dict[str, dict[str, int | None]] = {
         "events_per_month": UNLIMITED,
         "workflows": UNLIMITED,
         "ingest_rate": 50_000,
+        "emails_per_day": UNLIMITED,
     },  # fmt: skip
 }
 # Quotas refused with 402 when full (ingest_rate is a token bucket, answered with 429 elsewhere).
-COUNTED = ("podcasts", "users", "events_per_month", "workflows")
+COUNTED = ("podcasts", "users", "events_per_month", "workflows", "emails_per_day")
+# The period a quota's thresholds are noted once in (the month, unless the quota is per day).
+DAILY = frozenset({"emails_per_day"})
 THRESHOLDS = (80, 100)
 
 # How each counted quota's usage is measured (in the tenant's transaction, so RLS scopes it). Tables
@@ -47,6 +60,13 @@ USAGE_SQL: dict[str, tuple[str, str]] = {
         "usage_monthly",
         "SELECT coalesce(sum(events), 0) FROM usage_monthly "
         "WHERE month = date_trunc('month', now() AT TIME ZONE 'UTC')::date",
+    ),
+    # Today's (UTC) workflow emails; midnight is turned back into a timestamptz so the session's time
+    # zone cannot move it.
+    "emails_per_day": (
+        "emails",
+        "SELECT count(*) FROM emails WHERE kind = 'workflow' "
+        "AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
     ),
 }
 
@@ -71,9 +91,13 @@ def current_period() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
+def period_of(quota: str) -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d") if quota in DAILY else current_period()
+
+
 async def _note_thresholds(session: AsyncSession, tenant: TenantRef, quota: str, limit: int, used: int) -> None:
     """Emit ``quota.threshold_reached`` the first time in a period that usage reaches 80% and 100%."""
-    period = current_period()
+    period = period_of(quota)
     for threshold in THRESHOLDS:
         if used * 100 < limit * threshold:
             continue

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from castmetrics.events.validation import MAX_DATA_DEPTH, nesting_exceeds
 from castmetrics.workflows.schemas import MAX_STEPS, Condition, ExecutionStatus, Step, StepResult, TriggerEvent
 
 MAX_CONDITIONS = 20
@@ -107,12 +108,16 @@ class ExecutionOut(BaseModel):
 class RunIn(Strict):
     payload: dict[str, Any] = Field(
         default_factory=dict,
-        description=f"The test event payload the steps and conditions see (at most {MAX_PAYLOAD_BYTES} bytes as JSON).",
+        description=f"The test event payload the steps and conditions see (at most {MAX_PAYLOAD_BYTES} bytes as "
+        f"JSON, nested at most {MAX_DATA_DEPTH} levels deep, as event data).",
     )
 
     @field_validator("payload")
     @classmethod
     def _small_enough(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        # Depth first: a payload nested past what the JSON encoders handle would fail every later step.
+        if nesting_exceeds(payload):
+            raise ValueError(f"the payload is nested more than {MAX_DATA_DEPTH} levels deep, as events allow")
         size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"the payload is {size} bytes as JSON; at most {MAX_PAYLOAD_BYTES} are allowed")

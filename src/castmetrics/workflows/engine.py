@@ -18,6 +18,12 @@ An execution is a row of ``workflow_executions`` and the work queue at once:
   ``max_attempts`` the execution fails. ``delay`` parks it until the time is up: no process sleeps.
   The lease is renewed at every step; a worker that dies loses its lease, and the next dispatch round
   gives the execution to another worker, which goes on from the first unfinished step.
+* **Call.** A webhook never runs inside a transaction: the transaction that reaches it takes one of the
+  tenant's ``workflow_webhooks_per_tenant`` call slots (``calling_until`` set, the lease stretched past
+  the call's deadline), commits, and only then is the request made, holding no connection; its answer
+  is recorded by a new transaction that checks the claim again. With every slot taken the execution is
+  parked for about a second, no attempt counted: one tenant's slow receiver holds up its own workflows,
+  never the database's connections or another tenant's requests.
 """
 
 from __future__ import annotations
@@ -240,8 +246,35 @@ def _result(index: int, step: dict[str, Any], previous: dict[str, Any] | None, *
 
 
 # Steps whose only effects are inside the database commit with their result: several of them can
-# share a transaction. A webhook reaches outside, so the transaction commits right after it.
+# share a transaction. A webhook reaches outside: it is made between transactions (``Call``), and the
+# transaction that records its answer commits before anything else happens.
 EXTERNAL_STEPS = frozenset({"webhook"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """A webhook step's request, prepared (and its call slot taken) by a transaction that has committed."""
+
+    index: int
+    attempt: int
+    started: str
+    request: step_runner.WebhookCall
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What a call came back with, handed to the transaction that records it: a result, or this attempt's error."""
+
+    index: int
+    attempt: int
+    started: str
+    output: dict[str, Any] | None = None
+    error: Exception | None = None
+
+    def result(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        return self.output or {}
 
 
 @dataclass
@@ -267,14 +300,18 @@ class _Run:
     finished_at: datetime | None
     name: str
     secret: str
+    creator: uuid.UUID | None
     now: datetime
+    # Set when the next thing to do is a webhook call, outside any transaction; cleared when it is recorded.
+    calling_until: datetime | None = None
+    call: Call | None = None
 
 
 _LOCK = text(
     """
     SELECT e.id, e.tenant_id, e.workflow_id, e.status, e.claim, e.steps, e.step_index, e.attempts, e.results,
            e.payload, e.trigger_event, e.event_id, e.error, e.next_run_at, e.lease_until, e.finished_at,
-           w.name, w.secret, clock_timestamp() AS now
+           w.name, w.secret, w.created_by AS creator, clock_timestamp() AS now
     FROM workflow_executions e
     JOIN workflows w ON w.tenant_id = e.tenant_id AND w.id = e.workflow_id
     WHERE e.tenant_id = :tenant_id AND e.id = :id
@@ -286,36 +323,62 @@ _SAVE = text(
     UPDATE workflow_executions
     SET status = :status, step_index = :step_index, attempts = :attempts, results = CAST(:results AS jsonb),
         error = :error, next_run_at = :next_run_at, claim = :claim, lease_until = :lease_until,
-        finished_at = :finished_at, updated_at = clock_timestamp()
+        calling_until = :calling_until, finished_at = :finished_at, updated_at = clock_timestamp()
     WHERE tenant_id = :tenant_id AND id = :id
     """
 )
 
+# Beyond its timeout, how long a call keeps its slot (and the execution its lease): time to record it.
+CALL_GRACE = timedelta(seconds=5)
+# An execution that finds every call slot of its tenant taken tries again after about this long.
+SLOT_WAIT_SECONDS = 1.0
+# The tenant's calls in flight (any worker's): a partial index holds only the rows with a call.
+_CALLS_IN_FLIGHT = text(
+    "SELECT count(*) FROM workflow_executions WHERE calling_until > clock_timestamp() AND id <> :id"
+)
+_CALL_SLOTS_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
 
-async def _advance(session: AsyncSession, settings: Settings, claimed: Claimed) -> str:
+
+async def _take_call_slot(session: AsyncSession, settings: Settings, execution: _Run) -> bool:
+    """Whether the tenant has a webhook call slot free for this execution. The lock serialises the
+    tenant's slot takers until their transactions commit, so two cannot both take the last slot."""
+    await session.execute(_CALL_SLOTS_LOCK, {"key": f"workflow-calls:{execution.tenant_id}"})
+    busy = int(await session.scalar(_CALLS_IN_FLIGHT, {"id": execution.id}) or 0)
+    return busy < settings.workflow_webhooks_per_tenant
+
+
+async def _advance(
+    session: AsyncSession, settings: Settings, claimed: Claimed, delivered: Delivered | None = None
+) -> str | Call:
     """Run the execution's next steps in this transaction: any number of steps whose effects are in
-    the database (and conditions), up to and including one webhook, after which it commits. Answers
-    ``continue`` (more steps to run in a new transaction), or why to stop: ``succeeded``, ``failed``,
-    ``waiting`` (delay or retry), ``lost`` (the claim is no longer ours: cancelled, or taken over after
-    the lease ran out)."""
+    the database (and conditions), recording ``delivered`` (a webhook's answer) first if given, up to
+    the next webhook. Answers the ``Call`` to make once this transaction has committed, ``continue``
+    (more steps to run in a new transaction), or why to stop: ``succeeded``, ``failed``, ``waiting``
+    (delay, retry, or no call slot free), ``lost`` (the claim is no longer ours: cancelled, or taken
+    over after the lease ran out)."""
     row = (await session.execute(_LOCK, {"tenant_id": claimed.tenant_id, "id": claimed.execution_id})).first()
     if row is None or row.status != "running" or row.claim != claimed.claim:
         return "lost"
     run = _Run(**row._asdict())
-    outcome = await _run_steps(session, settings, run)
+    outcome = await _run_steps(session, settings, run, delivered)
     await session.execute(
         _SAVE,
         {
             "tenant_id": run.tenant_id, "id": run.id, "status": run.status, "step_index": run.step_index,
             "attempts": run.attempts, "results": orjson.dumps(run.results).decode(), "error": run.error,
             "next_run_at": run.next_run_at, "claim": run.claim, "lease_until": run.lease_until,
-            "finished_at": run.finished_at,
+            "calling_until": run.calling_until, "finished_at": run.finished_at,
         },
     )  # fmt: skip
+    if outcome == "call":
+        assert run.call is not None
+        return run.call
     return outcome
 
 
-async def _run_steps(session: AsyncSession, settings: Settings, execution: _Run) -> str:
+async def _run_steps(  # noqa: C901 - one loop over the step kinds, each branch a few lines
+    session: AsyncSession, settings: Settings, execution: _Run, delivered: Delivered | None = None
+) -> str:
     now = execution.now
     began = time.monotonic()
 
@@ -354,11 +417,29 @@ async def _run_steps(session: AsyncSession, settings: Settings, execution: _Run)
             session=session, settings=settings, tenant_id=execution.tenant_id, workflow_id=execution.workflow_id,
             workflow_name=execution.name, secret=execution.secret, execution_id=execution.id, step_index=index,
             attempt=attempt, trigger_event=execution.trigger_event, event_id=execution.event_id,
-            payload=execution.payload,
+            payload=execution.payload, created_by=execution.creator,
         )  # fmt: skip
         started = (previous or {}).get("started_at") or later().isoformat()
+        answer = (
+            delivered if delivered is not None and (delivered.index, delivered.attempt) == (index, attempt) else None
+        )
+        delivered = None
         try:
-            output = await step_runner.run_step(context, step)
+            if answer is not None:
+                started = answer.started
+                output = answer.result()
+            elif step["type"] in EXTERNAL_STEPS:
+                request = step_runner.prepare_webhook(context, step)
+                if not await _take_call_slot(session, settings, execution):
+                    wait = SLOT_WAIT_SECONDS * random.uniform(0.5, 1.5)
+                    return _park(execution, later() + timedelta(seconds=wait))
+                execution.calling_until = later() + timedelta(seconds=request.timeout) + CALL_GRACE
+                assert execution.lease_until is not None
+                execution.lease_until = max(execution.lease_until, execution.calling_until)
+                execution.call = Call(index, attempt, started, request)
+                return "call"  # committed before the request is made
+            else:
+                output = await step_runner.run_step(context, step)
         except step_runner.StepStopped as exc:
             ended = later()
             record(_result(index, step, previous, status="stopped", attempts=attempt, started_at=started,
@@ -405,11 +486,26 @@ def _finish(execution: _Run, now: datetime, status: str) -> str:
     return status
 
 
+async def _call(settings: Settings, call: Call) -> Delivered:
+    """Make a prepared webhook call, outside any transaction, and keep what came of it."""
+    try:
+        output = await step_runner.deliver(call.request, settings)
+    except Exception as exc:  # recorded as the step's attempt by the next transaction
+        return Delivered(call.index, call.attempt, call.started, error=exc)
+    return Delivered(call.index, call.attempt, call.started, output=output)
+
+
 async def run_claimed(db: Database, settings: Settings, claimed: Claimed) -> str:
-    """Run a claimed execution's steps until it finishes, parks or is no longer ours."""
+    """Run a claimed execution's steps until it finishes, parks or is no longer ours. Webhook calls are
+    made between transactions: no connection is held while a receiver answers."""
     with structlog.contextvars.bound_contextvars(execution_id=str(claimed.execution_id)):
+        delivered: Delivered | None = None
         while True:
-            outcome = await run_in_tenant(db, str(claimed.tenant_id), _advance, settings, claimed)
+            outcome = await run_in_tenant(db, str(claimed.tenant_id), _advance, settings, claimed, delivered)
+            delivered = None
+            if isinstance(outcome, Call):
+                delivered = await _call(settings, outcome)
+                continue
             if outcome != "continue":
                 if outcome in ("succeeded", "failed"):
                     log.info("workflows.finished", status=outcome)

@@ -54,6 +54,9 @@ class WorkflowExecution(Base):
     next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     claim: Mapped[uuid.UUID | None] = mapped_column(UUID)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # While a webhook step's request is in flight (no transaction open), until when it holds one of the
+    # tenant's call slots.
+    calling_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(UUID)
     created_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("clock_timestamp()"))

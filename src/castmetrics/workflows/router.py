@@ -14,7 +14,7 @@ from castmetrics.auth.dependencies import requires
 from castmetrics.auth.principal import Principal
 from castmetrics.http import problems
 from castmetrics.http.pagination import CursorParam, Limit, Page
-from castmetrics.workflows import service
+from castmetrics.workflows import auth, service
 from castmetrics.workflows.api_schemas import (
     ExecutionOut,
     RunIn,
@@ -87,9 +87,13 @@ async def create_workflow(
 ) -> WorkflowCreated:
     """A workflow: when `trigger_event` happens and every condition holds on its payload, the steps run
     in order (see the step schema in docs/api.md). A bad step is a 400 problem whose `detail` names it
-    (`steps[1] (webhook): url: …`) and whose `errors[].loc` points at it. Counts against the tier's
-    `workflows` quota (402 naming the quota when full). The answer carries the webhook signing
-    `secret`, shown only here and on rotation."""
+    (`steps[1] (webhook): url: …`) and whose `errors[].loc` points at it. Besides `workflows:create`,
+    the steps' own permissions are needed (`set_campaign_stage`: `campaigns:update`,
+    `update_feature_flag`: `feature_flags:update`, `email`: `users:read` and a verified email address;
+    `webhook` and `email` also read access to what the trigger event describes): 403 naming the missing
+    `permissions` otherwise. Counts against the tier's `workflows` quota (402 naming the quota when
+    full). The answer carries the webhook signing `secret`, shown only here and on rotation."""
+    auth.ensure_may_use(principal, body.trigger_event, body.steps)
     workflow = await service.create_workflow(
         principal.session, principal.tenant, principal.actor, body, created_by=principal.user.id
     )
@@ -124,8 +128,15 @@ async def update_workflow(
     workflow_id: uuid.UUID, body: WorkflowUpdate, principal: Annotated[Principal, requires("workflows", "update")]
 ) -> WorkflowOut:
     """Change any of the fields sent (validated as on creation; `description` may be null). Executions
-    already started keep the steps they started with."""
+    already started keep the steps they started with. The workflow as changed must be one the caller
+    could create: 403 naming the missing `permissions` otherwise."""
     workflow = await service.get_workflow(principal.session, workflow_id, for_update=True)
+    sent = body.model_fields_set
+    auth.ensure_may_use(
+        principal,
+        body.trigger_event if "trigger_event" in sent and body.trigger_event else workflow.trigger_event,
+        body.steps if "steps" in sent and body.steps is not None else workflow.steps,
+    )
     return WorkflowOut.model_validate(await service.update_workflow(principal.session, principal.actor, workflow, body))
 
 
@@ -201,8 +212,9 @@ async def rerun_execution(
 ) -> ExecutionOut:
     """A new execution of the workflow's current steps with the same trigger and payload, `rerun_of`
     naming the original; it starts even when the workflow is disabled. An execution still pending,
-    running or waiting answers 409."""
+    running or waiting answers 409; a caller without the permissions the steps need, 403 naming them."""
     workflow = await service.get_workflow(principal.session, workflow_id)
+    auth.ensure_may_use(principal, workflow.trigger_event, workflow.steps)
     execution = await service.get_execution(principal.session, workflow_id, execution_id)
     rerun = await service.rerun_execution(
         principal.session, principal.actor, workflow, execution, created_by=principal.user.id
@@ -216,9 +228,12 @@ async def rerun_execution(
 async def run_workflow(
     workflow_id: uuid.UUID, body: RunIn, principal: Annotated[Principal, requires("workflows", "update")]
 ) -> ExecutionOut:
-    """Start an execution now with a test `payload` (at most 64 KB as JSON), trigger `manual`, even when
-    the workflow is disabled. It answers at once, `pending`; follow it on the executions routes."""
+    """Start an execution now with a test `payload` (at most 64 KB as JSON, nested at most 32 levels
+    deep: 422 otherwise), trigger `manual`, even when the workflow is disabled. It answers at once,
+    `pending`; follow it on the executions routes. A caller without the permissions the steps need
+    gets 403 naming them."""
     workflow = await service.get_workflow(principal.session, workflow_id)
+    auth.ensure_may_use(principal, workflow.trigger_event, workflow.steps)
     execution = await service.run_manually(
         principal.session, principal.actor, workflow, body.payload, created_by=principal.user.id
     )

@@ -33,6 +33,8 @@ Template = Annotated[
 
 MAX_STEPS = 20
 MAX_DELAY_SECONDS = 30 * 86_400
+# The longest a webhook step waits for its receiver (it was 30 s; steps stored with more run with this).
+MAX_WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 
 class Strict(BaseModel):
@@ -60,7 +62,7 @@ class WebhookStep(_Step):
 
     type: Literal["webhook"]
     url: Annotated[str, StringConstraints(min_length=8, max_length=2000, pattern=r"^https?://")]
-    timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 10.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=MAX_WEBHOOK_TIMEOUT_SECONDS)] = MAX_WEBHOOK_TIMEOUT_SECONDS
 
 
 class EmailTo(Strict):

@@ -2,8 +2,10 @@
 payload helpers steps and trigger conditions share: ``lookup``, ``condition_holds``, ``render``.
 
 The engine owns the execution: it opens the tenant transaction a step runs in, records the step's
-result in it, commits, retries and runs ``delay`` steps. A step here either answers its JSON result or
-raises: ``StepStopped`` (a condition that does not hold: the execution ends, succeeded),
+result in it, commits, retries and runs ``delay`` steps. A webhook is made in two parts so that no
+transaction or connection is held while a receiver takes its time: ``prepare_webhook`` (in the
+transaction, no I/O), then ``deliver`` (after the commit, no database). A step here either answers its
+JSON result or raises: ``StepStopped`` (a condition that does not hold: the execution ends, succeeded),
 ``StepError`` (this attempt failed; retried) or ``StepRefused`` (failed for a reason another attempt
 cannot fix: the execution fails at once). Steps that write run in a savepoint, so a failed one leaves
 nothing behind in the engine's transaction.
@@ -27,19 +29,22 @@ from typing import Any
 import httpx
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import castmetrics
 from castmetrics.auth.principal import Actor
 from castmetrics.catalog import fetch
 from castmetrics.config import Settings
-from castmetrics.errors import Conflict, NotFound
+from castmetrics.errors import Conflict, NotFound, QuotaExceeded
 from castmetrics.flags import service as flags
 from castmetrics.identity.models import Role, User, UserRole
 from castmetrics.mail import service as mail
+from castmetrics.quotas import service as quotas
 from castmetrics.sponsorship import service as sponsorship
+from castmetrics.tenancy import service as tenancy
 from castmetrics.workflows.schemas import (
+    MAX_WEBHOOK_TIMEOUT_SECONDS,
     ConditionStep,
     DelayStep,
     EmailStep,
@@ -78,6 +83,8 @@ class StepContext:
     trigger_event: str
     event_id: uuid.UUID | None
     payload: dict[str, Any]
+    # Who created the workflow (None: the platform itself, e.g. the demo seed): email steps send as them.
+    created_by: uuid.UUID | None = None
 
 
 class StepStopped(Exception):
@@ -212,14 +219,29 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 # --- running a step ------------------------------------------------------------------------------
 
 
-async def run_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
-    """Run one step (any type but ``delay``, which the engine handles) and answer its JSON result.
-    Raises ``StepStopped``, ``StepError`` or ``StepRefused``."""
+def _parse(step: dict[str, Any]) -> Step:
+    """The step as its schema reads it (``StepRefused`` when it is invalid). A webhook stored before its
+    maximum timeout was lowered runs with the maximum instead of failing."""
+    timeout = step.get("timeout_seconds")
+    if (
+        step.get("type") == "webhook"
+        and isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and timeout > MAX_WEBHOOK_TIMEOUT_SECONDS
+    ):
+        step = {**step, "timeout_seconds": MAX_WEBHOOK_TIMEOUT_SECONDS}
     try:
-        parsed = _STEP.validate_python(step)
+        return _STEP.validate_python(step)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'step'}: {e['msg']}" for e in exc.errors())
         raise StepRefused(f"invalid step: {problems}") from exc
+
+
+async def run_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
+    """Run one step (any type but ``delay``, which the engine handles) and answer its JSON result.
+    Raises ``StepStopped``, ``StepError`` or ``StepRefused``. A webhook is prepared and delivered in one
+    go here; the engine does the two parts apart, committing in between."""
+    parsed = _parse(step)
     match parsed:
         case ConditionStep():
             if not condition_holds(ctx.payload, parsed.field, parsed.operator, parsed.value):
@@ -227,7 +249,7 @@ async def run_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
                 raise StepStopped(f"condition {parsed.field} {parsed.operator}{shown} does not hold")
             return {"held": True}
         case WebhookStep():
-            return await _webhook(ctx, parsed)
+            return await deliver(_webhook_call(ctx, parsed), ctx.settings)
         case EmailStep():
             return await _email(ctx, parsed)
         case SetCampaignStageStep():
@@ -255,13 +277,28 @@ def _actor(ctx: StepContext) -> Actor:
 # --- webhook -------------------------------------------------------------------------------------
 
 
-async def _webhook(ctx: StepContext, step: WebhookStep) -> dict[str, Any]:
-    """POST the signed execution JSON; 2xx is success. Redirects are not followed (a redirect could
-    lead anywhere, past the address check), proxies are ignored, and the connection goes to the
-    address that was checked (``fetch.pinned_transport``), so a DNS answer that changes between the
-    check and the connect has nothing to act on."""
-    url = _webhook_url(step.url)
-    shown = _shown(url)
+@dataclass(frozen=True)
+class WebhookCall:
+    """A webhook delivery as prepared in the execution's transaction, to be made after it has committed."""
+
+    url: httpx.URL
+    body: bytes
+    secret: str
+    delivery: str  # the same for every attempt of the step: receivers drop the duplicates retries cause
+    event: str
+    timeout: float
+
+
+def prepare_webhook(ctx: StepContext, step: dict[str, Any]) -> WebhookCall:
+    """The delivery a webhook step makes (``StepRefused`` for an invalid step or URL). No I/O: the engine
+    calls it in the execution's transaction and ``deliver`` after the commit."""
+    parsed = _parse(step)
+    if not isinstance(parsed, WebhookStep):
+        raise ValueError(f"not a webhook step: {parsed.type!r}")
+    return _webhook_call(ctx, parsed)
+
+
+def _webhook_call(ctx: StepContext, step: WebhookStep) -> WebhookCall:
     body = orjson.dumps(
         {
             "workflow_id": str(ctx.workflow_id),
@@ -273,30 +310,42 @@ async def _webhook(ctx: StepContext, step: WebhookStep) -> dict[str, Any]:
             "payload": ctx.payload,
         }
     )
+    return WebhookCall(
+        url=_webhook_url(step.url), body=body, secret=ctx.secret, delivery=f"{ctx.execution_id}.{ctx.step_index}",
+        event=ctx.trigger_event, timeout=min(step.timeout_seconds, MAX_WEBHOOK_TIMEOUT_SECONDS),
+    )  # fmt: skip
+
+
+async def deliver(call: WebhookCall, settings: Settings) -> dict[str, Any]:
+    """POST the signed execution JSON; 2xx is success. Redirects are not followed (a redirect could
+    lead anywhere, past the address check), proxies are ignored, and the connection goes to the
+    address that was checked (``fetch.pinned_transport``), so a DNS answer that changes between the
+    check and the connect has nothing to act on. From a private address (allowed by the settings) the
+    result and the error keep the status only: a tenant never reads an internal server's answer."""
+    url, timeout = call.url, call.timeout
+    shown = _shown(url)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Castmetrics-Signature": sign(ctx.secret, int(time.time()), body),
-        # The same for every attempt of this step: receivers drop the duplicates retries can cause.
-        "X-Castmetrics-Delivery": f"{ctx.execution_id}.{ctx.step_index}",
-        "X-Castmetrics-Event": ctx.trigger_event,
+        "X-Castmetrics-Signature": sign(call.secret, int(time.time()), call.body),
+        "X-Castmetrics-Delivery": call.delivery,
+        "X-Castmetrics-Event": call.event,
     }
-    timeout = step.timeout_seconds
     try:
         # The deadline covers the lookup and the whole exchange: a receiver that drips its answer a
         # byte at a time never trips a read timeout.
         async with asyncio.timeout(timeout):
-            addresses = await _checked_addresses(url, allow_private=ctx.settings.allow_private_webhooks)
+            addresses, private = await _checked_addresses(url, allow_private=_private_allowed(url, settings))
             client = _client(url.raw_host.decode("ascii"), addresses)
             async with client.stream(
                 "POST",
                 url,
-                content=body,
+                content=call.body,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, fetch.CONNECT_TIMEOUT)),
             ) as response:
                 status = response.status_code
-                text = await _excerpt(response)
+                text = "" if private else await _excerpt(response)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise StepError(f"POST {shown} timed out after {timeout:g} s") from exc
     except httpx.ConnectError as exc:
@@ -309,12 +358,33 @@ async def _webhook(ctx: StepContext, step: WebhookStep) -> dict[str, Any]:
             message += " (redirects are not followed)"
         excerpt = " ".join(text.split())[:ERROR_EXCERPT_CHARS]
         raise StepError(f"{message}: {excerpt}" if excerpt else message)
+    if private:
+        return {"status_code": status}
     return {"status_code": status, "response": text}
+
+
+def _private_allowed(url: httpx.URL, settings: Settings) -> bool:
+    """Whether this URL may reach a private address: every URL when the operator allows private webhooks,
+    else only a URL listed in ``private_webhook_urls`` exactly (the demo's own receiver)."""
+    if settings.allow_private_webhooks:
+        return True
+    wanted = str(url.copy_with(fragment=None))
+    for listed in settings.private_webhook_urls:
+        try:
+            if str(httpx.URL(listed).copy_with(fragment=None)) == wanted:
+                return True
+        except (httpx.InvalidURL, TypeError, ValueError):
+            continue
+    return False
 
 
 # Webhook clients, one per (event loop, host, checked addresses), so deliveries to a receiver reuse
 # kept-alive connections instead of connecting each time. Bounded: the least recently used is closed.
 MAX_CLIENTS = 64
+# Connections a client opens to its receiver at once. A client is shared by every tenant posting to that
+# host, so one tenant's slow calls must not queue another's behind them: the limit is well above the
+# calls a process makes at once (each tenant's are capped by ``workflow_webhooks_per_tenant``).
+CONNECTIONS_PER_CLIENT = 100
 _CLIENTS: OrderedDict[
     tuple[int, str, tuple[str, ...]], tuple[weakref.ref[asyncio.AbstractEventLoop], httpx.AsyncClient]
 ]
@@ -330,7 +400,9 @@ def _client(host: str, addresses: list[str]) -> httpx.AsyncClient:
         _CLIENTS.move_to_end(key)
         return found[1]
     client = httpx.AsyncClient(
-        transport=fetch.pinned_transport(host, addresses), follow_redirects=False, trust_env=False
+        transport=fetch.pinned_transport(host, addresses, max_connections=CONNECTIONS_PER_CLIENT),
+        follow_redirects=False,
+        trust_env=False,
     )
     _CLIENTS[key] = (weakref.ref(loop), client)
     while len(_CLIENTS) > MAX_CLIENTS:
@@ -362,10 +434,10 @@ def _shown(url: httpx.URL) -> str:
     return str(url.copy_with(userinfo=b"", query=None, fragment=None))
 
 
-async def _checked_addresses(url: httpx.URL, *, allow_private: bool) -> list[str]:
+async def _checked_addresses(url: httpx.URL, *, allow_private: bool) -> tuple[list[str], bool]:
     """The addresses to connect to: an IP literal, or every address the host resolves to, each one
-    public (``fetch.is_public_address``) unless private ones are allowed. Refusal is final; a failed
-    lookup is worth another try."""
+    public (``fetch.is_public_address``) unless private ones are allowed; and whether any is private.
+    Refusal is final; a failed lookup is worth another try."""
     host = url.raw_host.decode("ascii")
     literal = _ip_literal(host)
     if literal is not None:
@@ -379,12 +451,13 @@ async def _checked_addresses(url: httpx.URL, *, allow_private: bool) -> list[str
         if not candidates or len(candidates) != len(resolved):
             raise StepError(f"could not resolve {url.host}: no usable addresses")
         what = "resolves to"
-    if not allow_private and not all(fetch.is_public_address(address) for address in candidates):
+    private = not all(fetch.is_public_address(address) for address in candidates)
+    if private and not allow_private:
         raise StepRefused(
             f"refused: {url.host} {what} a private, loopback, link-local or reserved address "
             "(webhooks go to public addresses only)"
         )
-    return [str(address) for address in candidates]
+    return [str(address) for address in candidates], private
 
 
 def _ip_literal(text: str) -> fetch.IPAddress | None:
@@ -408,49 +481,87 @@ async def _excerpt(response: httpx.Response) -> str:
 
 
 async def _email(ctx: StepContext, step: EmailStep) -> dict[str, Any]:
-    """Queue one message per recipient through the email module (delivered by its job)."""
+    """Queue one message per recipient through the email module (delivered by its job). The workflow's
+    creator must have a verified address; recipients are the tenant's own verified users (see
+    ``_recipients``); the messages count against the tier's ``emails_per_day`` quota, all or none."""
     subject = " ".join(render(step.subject, ctx.payload).split())[:MAX_SUBJECT_CHARS]  # one header line
     body = render(step.body, ctx.payload)
     async with ctx.session.begin_nested():
-        recipients, left_out = await _recipients(ctx.session, ctx.tenant_id, step.to)
+        await _ensure_verified_sender(ctx)
+        recipients, refused, left_out = await _recipients(ctx.session, ctx.tenant_id, step.to)
         if not recipients:
+            if refused:
+                raise StepRefused(
+                    f"no recipients: {', '.join(refused)} is not the address of a verified user of this tenant"
+                )
             raise StepError("no recipients")
+        try:
+            tenant = await tenancy.get(ctx.session, ctx.tenant_id)
+            await quotas.ensure_room(ctx.session, tenant, "emails_per_day", adding=len(recipients))
+        except QuotaExceeded as exc:
+            raise StepRefused(exc.detail) from exc
         for address in recipients:
             await mail.queue(
                 ctx.session, ctx.settings, tenant_id=ctx.tenant_id, kind="workflow", to=address,
                 subject=subject or f"Workflow {ctx.workflow_name}", body=body,
             )  # fmt: skip
     result: dict[str, Any] = {"sent_to": recipients}
+    if refused:
+        result["refused"] = refused  # addresses that are no verified user's of the tenant
     if left_out:
         result["left_out"] = left_out  # past MAX_RECIPIENTS
     return result
 
 
-async def _recipients(session: AsyncSession, tenant_id: uuid.UUID, to: EmailTo) -> tuple[list[str], int]:
-    """The addresses of the named active users, of the active users holding any named role, and the
-    literal addresses, in that order, without duplicates (case-insensitive), at most ``MAX_RECIPIENTS``;
-    and how many were left out past that."""
+async def _ensure_verified_sender(ctx: StepContext) -> None:
+    """A workflow emails on behalf of its creator, who must have confirmed their own address (a workflow
+    the platform created, such as the demo's, has no creator and is trusted)."""
+    if ctx.created_by is None:
+        return
+    verified = await ctx.session.scalar(select(User.email_verified).where(User.id == ctx.created_by))
+    if not verified:
+        raise StepRefused("email steps send on behalf of the workflow's creator, whose email address is not verified")
+
+
+async def _recipients(session: AsyncSession, tenant_id: uuid.UUID, to: EmailTo) -> tuple[list[str], list[str], int]:
+    """The addresses of the named users, of the users holding any named role, and the literal addresses
+    that are a user's, in that order, without duplicates (case-insensitive), at most ``MAX_RECIPIENTS``;
+    the literal addresses refused; and how many were left out past the maximum.
+
+    Only the tenant's active users with a verified address are reached: a step cannot mail outside
+    addresses (no open relay), nor addresses a tenant admin typed in for a user who never confirmed them.
+    Castmetrics has no verified sending domains, so a literal address must be such a user's."""
+    reachable = and_(User.tenant_id == tenant_id, User.is_active, User.email_verified)
     addresses: list[str] = []
     if to.users:
         addresses += await session.scalars(
-            select(User.email)
-            .where(User.tenant_id == tenant_id, User.id.in_(to.users), User.is_active)
-            .order_by(User.email)
+            select(User.email).where(reachable, User.id.in_(to.users)).order_by(User.email)
         )
     if to.roles:
         addresses += await session.scalars(
             select(User.email)
             .join(UserRole, and_(UserRole.tenant_id == User.tenant_id, UserRole.user_id == User.id))
             .join(Role, and_(Role.tenant_id == UserRole.tenant_id, Role.id == UserRole.role_id))
-            .where(User.tenant_id == tenant_id, Role.name.in_(to.roles), User.is_active)
+            .where(reachable, Role.name.in_(to.roles))
             .order_by(User.email)
         )
-    addresses += [str(address) for address in to.addresses]
+    refused: list[str] = []
+    if to.addresses:
+        literal = [str(address) for address in to.addresses]
+        known = set(
+            await session.scalars(
+                select(func.lower(User.email)).where(
+                    reachable, func.lower(User.email).in_([address.lower() for address in literal])
+                )
+            )
+        )
+        addresses += [address for address in literal if address.lower() in known]
+        refused = [address for address in literal if address.lower() not in known]
     unique: dict[str, str] = {}
     for address in addresses:
         unique.setdefault(address.lower(), address)
     everyone = list(unique.values())
-    return everyone[:MAX_RECIPIENTS], max(0, len(everyone) - MAX_RECIPIENTS)
+    return everyone[:MAX_RECIPIENTS], refused, max(0, len(everyone) - MAX_RECIPIENTS)
 
 
 # --- campaign stage ------------------------------------------------------------------------------
@@ -500,6 +611,6 @@ async def _update_feature_flag(ctx: StepContext, step: UpdateFeatureFlagStep) ->
 
 
 __all__ = [
-    "StepContext", "StepError", "StepRefused", "StepStopped", "condition_holds", "lookup", "render", "run_step",
-    "sign",
+    "StepContext", "StepError", "StepRefused", "StepStopped", "WebhookCall", "condition_holds", "deliver", "lookup",
+    "prepare_webhook", "render", "run_step", "sign",
 ]  # fmt: skip

@@ -39,6 +39,7 @@ QUOTA_LABELS = {
     "podcasts": "Podcasts",
     "workflows": "Workflows",
     "events_per_month": "Events this month",
+    "emails_per_day": "Workflow emails today",
 }
 FLAG_NAME = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 SHOWN_AGAIN = frozenset({400, 402, 409, 422})
