@@ -541,7 +541,9 @@ def import_rss(
 
 events_app = typer.Typer(help="Event data: bulk import from NDJSON or CSV files.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-rollups_app = typer.Typer(help="Listener rollups: the daily aggregates the analytics read.", no_args_is_help=True)
+rollups_app = typer.Typer(
+    help="Rollups: the listener and download aggregates the analytics read (refresh, rebuild).", no_args_is_help=True
+)
 app.add_typer(rollups_app, name="rollups")
 
 REJECTS_SHOWN = 50
@@ -770,6 +772,72 @@ def events_import(
         )
     if totals.rejected:
         raise typer.Exit(1)
+
+
+@rollups_app.command("refresh")
+def rollups_refresh(
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant", help="Slug of one tenant (default: every tenant with pending work).", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One line: {"tenants", "buckets", "events", "seconds"}.')
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run one refresh cycle now, the periodic job's own: every tenant with pending work (or one) takes
+    its oldest new events and requests, up to CASTMETRICS_ROLLUP_CYCLE_EVENTS each. Run it again to
+    continue; it reports 0 events once nothing committed before it started is pending. To run cycles
+    only from here, start serve with CASTMETRICS_IN_PROCESS_WORKER=false and no worker."""
+    from castmetrics.rollups import service as rollups
+
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+
+        async def work(owner: Database) -> tuple[rollups.Cycle, dict[Any, str]]:
+            targets = None
+            if tenant is not None:
+                found = await _tenant_for_slug(owner, tenant)
+                if found is None:
+                    _fail(f"no tenant with slug {tenant!r}", code=2)
+                targets = [found.id]
+            runtime = Database(runtime_url, pool_size=1, max_overflow=0, application_name="castmetrics-cli")
+            try:
+                cycle = await rollups.refresh_cycle(
+                    runtime, cycle_events=settings.rollup_cycle_events, tenant_ids=targets
+                )
+            finally:
+                await runtime.dispose()
+            async with owner.transaction() as session:
+                slugs = await _slugs(session, [done.tenant_id for done in cycle.tenants])
+            return cycle, slugs
+
+        cycle, slugs = _run_as_owner(owner_url, work)
+    if as_json:
+        typer.echo(json.dumps(cycle.as_dict()))
+        return
+    for done in cycle.tenants:
+        typer.echo(
+            f"{slugs.get(done.tenant_id, done.tenant_id)}: {done.events} new events and requests, "
+            f"{done.buckets} (kind, day) rollups brought up to date"
+        )
+    typer.echo(
+        f"One cycle: {len(cycle.tenants)} tenant(s), {cycle.buckets} rollup days, {cycle.events} new events "
+        f"and requests in {cycle.seconds:.3f} s."
+    )
+
+
+async def _slugs(session: Any, tenant_ids: list[Any]) -> dict[Any, str]:
+    """Slugs by tenant id, read as the owner."""
+    from sqlalchemy import select
+
+    from castmetrics.tenancy.models import Tenant
+
+    rows = await session.execute(select(Tenant.id, Tenant.slug).where(Tenant.id.in_(tenant_ids)))
+    return {row.id: row.slug for row in rows}
 
 
 @rollups_app.command("rebuild")

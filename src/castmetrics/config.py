@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # Seconds an analytics answer is reused (0 turns the cache off); a new batch of data always misses.
     analytics_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     analytics_cache_entries: int = Field(default=4096, ge=0, le=1_000_000)
+    # One rollup refresh cycle takes at most this many of one tenant's new events and requests (and at least
+    # one batch); the rest waits for the next cycle, so a flood of one tenant never holds up the others.
+    rollup_cycle_events: int = Field(default=50_000, ge=1, le=100_000_000)
     # Workflows: how long a worker holds an execution before another may take it over (a dead worker's
     # executions resume after this), the first retry's delay (doubling, with jitter), and how many due
     # executions a dispatch round hands to the queue, in all and per tenant.

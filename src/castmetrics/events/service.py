@@ -9,7 +9,8 @@ again, atomically, just before commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -62,17 +63,23 @@ async def _known(
     return known["episode"], known["campaign"]
 
 
-async def note_days(session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date], kind: str = "listener") -> None:
-    """Log the days a committed batch wrote, so the rollup refresh recomputes them (and queries read
-    those days from raw rows until it has)."""
-    day_list = sorted(set(days))
+async def note_days(
+    session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date] | Mapping[date, int], kind: str = "listener"
+) -> None:
+    """Log the days a committed batch wrote, so the rollup refresh brings them up to date (and queries read
+    those days from raw rows until it has). ``days`` may map each day to the rows the batch stored on it:
+    the refresh bounds the work of one cycle by these counts. The log rows take the transaction's batch id
+    (``writer.write``); noted outside a batch, they ask for the whole day to be recounted."""
+    counts = dict(days) if isinstance(days, Mapping) else dict.fromkeys(days)
+    day_list = sorted(counts)
     if day_list:
         await session.execute(
             text(
-                "INSERT INTO rollup_invalidations (tenant_id, day, kind) "
-                "SELECT :t, unnest(CAST(:days AS date[])), :kind"
+                "INSERT INTO rollup_invalidations (tenant_id, day, kind, events) "
+                "SELECT :t, d.day, :kind, d.events FROM unnest(CAST(:days AS date[]), CAST(:events AS integer[])) "
+                "AS d(day, events)"
             ),
-            {"t": tenant_id, "days": day_list, "kind": kind},
+            {"t": tenant_id, "days": day_list, "events": [counts[day] for day in day_list], "kind": kind},
         )
 
 
@@ -171,9 +178,11 @@ async def store(
     if written.accepted:
         if kind == "listener":
             if written.new_positions is None:
-                await note_days(session, tenant.id, by_day)
+                await note_days(session, tenant.id, {day: len(day_rows) for day, day_rows in by_day.items()})
             else:
-                await note_days(session, tenant.id, (validation.utc_day(rows[i][-1]) for i in written.new_positions))
+                await note_days(
+                    session, tenant.id, Counter(validation.utc_day(rows[i][-1]) for i in written.new_positions)
+                )
         else:
             await _conversions(session, tenant.id, rows, written.new_positions)
     await quotas.add_events(session, tenant, written.accepted, enforce=enforce_limits)

@@ -107,6 +107,15 @@ class _UuidBinary(Dumper):
         return obj.int.to_bytes(16, "big")  # type: ignore[no-any-return]
 
 
+# The transaction's ingestion batch (migration 0019): one number per transaction, kept in a transaction-local
+# setting that ``batch_id`` of the event, request and invalidation-log rows defaults to, so everything one
+# transaction stores and notes carries the same id and the rollup refresh can read exactly that batch.
+_TAKE_BATCH = (
+    "SELECT set_config('castmetrics.ingest_batch', coalesce(nullif(current_setting('castmetrics.ingest_batch', "
+    "true), ''), nextval('ingest_batches')::text), true)"
+)
+
+
 @dataclass(frozen=True)
 class Written:
     """How many rows were new, and which (by position in the batch) when not all were."""
@@ -189,6 +198,8 @@ async def write(
     if by_day is None:
         by_day = group_by_day(rows)
     async with _cursor(driver) as cursor:
+        # Before the savepoint, whose rollback would undo the setting: the upsert's rows need it too.
+        await cursor.execute(_TAKE_BATCH)
         await cursor.execute("SAVEPOINT castmetrics_ingest")
         try:
             for day, day_rows in sorted(by_day.items()):

@@ -3,21 +3,29 @@
 Each kind belongs to the domain that counts it: listener rollups to events (``events.rollups``), download
 rollups to measurement (``measurement.counting``). This module joins them, so neither domain imports the
 other; a new kind of rollup is one entry in ``RECOMPUTE``.
+
+A *cycle* (``refresh_cycle``: the periodic job and ``castmetrics rollups refresh``) visits every tenant with
+pending log rows once. Per tenant it takes the oldest pending batches up to ``cycle_events`` stored rows
+(at least one batch), so a tenant with a flood of new events cannot hold up the others: the rest waits for
+the next cycle, and the days it touches are read from raw rows meanwhile.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.db.errors import is_connection_error
 from castmetrics.db.session import Database
 from castmetrics.events import rollups as listener_rollups
-from castmetrics.jobs.app import for_each_tenant
+from castmetrics.jobs.app import run_in_tenant
 from castmetrics.measurement import counting
 
 log = structlog.get_logger(__name__)
@@ -28,6 +36,54 @@ RECOMPUTE: dict[str, Callable[[AsyncSession, uuid.UUID, Iterable[date]], Awaitab
     "listener": listener_rollups.recompute,
     "download": counting.recompute,
 }
+# Where each kind's raw rows are, and their time column: a batch's rows of one day are counted there when
+# its log rows did not say how many there were (the prefix's recorder notes days only).
+RAW_ROWS = {"listener": ("listener_events", "occurred_at"), "download": ("download_requests", "requested_at")}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One batch's log rows of one kind and day (NULL batch: the day is to be recounted whole)."""
+
+    kind: str
+    day: date
+    batch_id: int | None
+    ids: list[int]
+    events: int | None  # the rows the batch stored that day, when known
+
+
+@dataclass
+class TenantCycle:
+    """What one cycle did for one tenant."""
+
+    tenant_id: uuid.UUID
+    buckets: int = 0  # (kind, day) pairs brought up to date
+    events: int = 0  # new events and requests taken
+    log_rows: int = 0
+
+
+@dataclass
+class Cycle:
+    """What one cycle did: the tenants it visited, (kind, day) pairs, new rows taken and its own duration."""
+
+    tenants: list[TenantCycle] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def buckets(self) -> int:
+        return sum(t.buckets for t in self.tenants)
+
+    @property
+    def events(self) -> int:
+        return sum(t.events for t in self.tenants)
+
+    def as_dict(self) -> dict[str, int | float]:
+        return {
+            "tenants": len(self.tenants),
+            "buckets": self.buckets,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:
@@ -42,29 +98,73 @@ async def _recompute_kind(session: AsyncSession, tenant_id: uuid.UUID, kind: str
     await recompute(session, tenant_id, days)
 
 
-async def refresh(session: AsyncSession, tenant_id: uuid.UUID) -> int:
-    """Recompute the days the invalidation log names, then remove the log rows read. Safe against
-    concurrent ingestion: a batch committed after the log was read keeps its own log row. Answers
-    the number of (kind, day) pairs recomputed."""
+async def _pending(session: AsyncSession, tenant_id: uuid.UUID) -> list[Pending]:
+    """The tenant's pending log rows, one entry per (kind, day, batch), oldest first."""
+    rows = await session.execute(
+        text(
+            "SELECT kind, day, batch_id, array_agg(id ORDER BY id) AS ids, "
+            "CASE WHEN count(events) = count(*) THEN sum(events) END AS events "
+            "FROM rollup_invalidations WHERE tenant_id = :t "
+            "GROUP BY kind, day, batch_id ORDER BY min(id) LIMIT :n"
+        ),
+        {"t": tenant_id, "n": MAX_LOG_ROWS},
+    )
+    return [Pending(r.kind, r.day, r.batch_id, list(r.ids), None if r.events is None else int(r.events)) for r in rows]
+
+
+async def _stored_rows(session: AsyncSession, tenant_id: uuid.UUID, pending: Pending) -> int:
+    """How many rows a batch stored on its day, counted through the batch index (the log did not say)."""
+    if pending.events is not None:
+        return pending.events
+    if pending.batch_id is None or pending.kind not in RAW_ROWS:
+        return 0  # a whole day noted outside any batch: no new rows of its own
+    table, moment = RAW_ROWS[pending.kind]
+    start, end = listener_rollups.day_bounds(pending.day)
+    found = await session.execute(
+        text(
+            f"SELECT count(*) FROM {table} WHERE tenant_id = :t AND batch_id = :b "
+            f"AND {moment} >= :start AND {moment} < :end"
+        ),
+        {"t": tenant_id, "b": pending.batch_id, "start": start, "end": end},
+    )
+    return int(found.scalar_one())
+
+
+async def _take(session: AsyncSession, tenant_id: uuid.UUID, cycle_events: int) -> tuple[list[Pending], int]:
+    """The oldest pending batches up to ``cycle_events`` stored rows, and their rows. At least one batch
+    with rows is taken whenever there is one, so a cycle that takes nothing new leaves nothing behind."""
+    taken: list[Pending] = []
+    events = 0
+    for pending in await _pending(session, tenant_id):
+        rows = await _stored_rows(session, tenant_id, pending)
+        if events and events + rows > cycle_events:
+            break
+        taken.append(pending)
+        events += rows
+    return taken, events
+
+
+async def refresh(session: AsyncSession, tenant_id: uuid.UUID, *, cycle_events: int = 1_000_000) -> TenantCycle:
+    """Bring the rollups up to date with the tenant's oldest pending batches (up to ``cycle_events`` rows),
+    then remove the log rows taken. Safe against concurrent ingestion: a batch committed after the log
+    was read keeps its own log rows."""
     await _lock(session, tenant_id)
-    rows = (
-        await session.execute(
-            text("SELECT id, day, kind FROM rollup_invalidations WHERE tenant_id = :t ORDER BY id LIMIT :n"),
-            {"t": tenant_id, "n": MAX_LOG_ROWS},
-        )
-    ).all()
-    if not rows:
-        return 0
+    done = TenantCycle(tenant_id)
+    taken, done.events = await _take(session, tenant_id, cycle_events)
+    if not taken:
+        return done
     by_kind: dict[str, set[date]] = {}
-    for row in rows:
-        by_kind.setdefault(row.kind, set()).add(row.day)
+    for pending in taken:
+        by_kind.setdefault(pending.kind, set()).add(pending.day)
     for kind, days in sorted(by_kind.items()):
         await _recompute_kind(session, tenant_id, kind, days)
+    ids = [i for pending in taken for i in pending.ids]
     await session.execute(
-        text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"),
-        {"t": tenant_id, "ids": [row.id for row in rows]},
+        text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"), {"t": tenant_id, "ids": ids}
     )
-    return sum(len(days) for days in by_kind.values())
+    done.buckets = sum(len(days) for days in by_kind.values())
+    done.log_rows = len(ids)
+    return done
 
 
 async def rebuild(
@@ -96,11 +196,31 @@ async def rebuild(
     return len(days)
 
 
-async def refresh_all(db: Database) -> int:
-    """Refresh the rollups of every tenant with pending invalidations; answers the days recomputed."""
-    total, tenants = await for_each_tenant(
-        db, "SELECT rollup_pending_tenants()", refresh, failure_event="rollups.refresh_failed"
-    )
-    if total:
-        log.info("rollups.refreshed", days=total, tenants=tenants)
-    return total
+async def refresh_cycle(db: Database, *, cycle_events: int, tenant_ids: list[uuid.UUID] | None = None) -> Cycle:
+    """One cycle: every tenant with pending log rows (or those of ``tenant_ids``), each in its own
+    transaction, taking at most ``cycle_events`` of its stored rows. One tenant's failure is logged and
+    does not hold up the others (a lost database connection stops the cycle)."""
+    started = time.perf_counter()
+    if tenant_ids is None:
+        async with db.transaction() as session:
+            tenant_ids = list((await session.execute(text("SELECT rollup_pending_tenants()"))).scalars())
+    cycle = Cycle()
+    for tenant_id in tenant_ids:
+        try:
+            done = await run_in_tenant(db, str(tenant_id), refresh, tenant_id, cycle_events=cycle_events)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            log.exception("rollups.refresh_failed", tenant_id=str(tenant_id))
+            continue
+        if done.log_rows:
+            cycle.tenants.append(done)
+    cycle.seconds = time.perf_counter() - started
+    if cycle.tenants:
+        log.info("rollups.refreshed", **cycle.as_dict())
+    return cycle
+
+
+async def refresh_all(db: Database, *, cycle_events: int = 1_000_000) -> int:
+    """One cycle over every tenant with pending work; answers the (kind, day) pairs brought up to date."""
+    return (await refresh_cycle(db, cycle_events=cycle_events)).buckets

@@ -1,10 +1,12 @@
-"""The rollup refresh job: every few seconds, the days new events invalidated are recomputed."""
+"""The rollup refresh job: every few seconds, one refresh cycle over the tenants with new work."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import procrastinate
 
-from castmetrics.jobs.app import database_of
+from castmetrics.jobs.app import database_of, settings_of
 from castmetrics.rollups import service
 
 blueprint = procrastinate.Blueprint()
@@ -12,6 +14,7 @@ blueprint = procrastinate.Blueprint()
 
 @blueprint.periodic(cron="* * * * * */5")
 @blueprint.task(name="refresh", pass_context=True, queueing_lock="rollups.refresh", retry=3)
-async def refresh(context: procrastinate.JobContext, timestamp: int) -> int:
-    """Periodic job: recompute the rollup days that new events invalidated."""
-    return await service.refresh_all(database_of(context))
+async def refresh(context: procrastinate.JobContext, timestamp: int) -> dict[str, Any]:
+    """Periodic job: one refresh cycle (``castmetrics rollups refresh`` runs the same one)."""
+    cycle = await service.refresh_cycle(database_of(context), cycle_events=settings_of(context).rollup_cycle_events)
+    return cycle.as_dict()
