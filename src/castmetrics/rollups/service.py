@@ -2,7 +2,8 @@
 
 Each kind belongs to the domain that counts it: listener rollups to events (``events.rollups``), download
 rollups to measurement (``measurement.counting``). This module joins them, so neither domain imports the
-other; a new kind of rollup is one entry in ``RECOMPUTE``.
+other; a new kind of rollup is one entry in ``RECOMPUTE`` (and in ``ADD`` when its rollups add up batch by
+batch, so that a cycle costs what the new rows cost, whatever the day already holds).
 
 A *cycle* (``refresh_cycle``: the periodic job and ``castmetrics rollups refresh``) visits every tenant with
 pending log rows once. Per tenant it takes the oldest pending batches up to ``cycle_events`` stored rows
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -31,10 +32,23 @@ from castmetrics.measurement import counting
 log = structlog.get_logger(__name__)
 MAX_LOG_ROWS = 50_000
 
-# How each kind of rollup recomputes a set of UTC days of one tenant from raw rows.
-RECOMPUTE: dict[str, Callable[[AsyncSession, uuid.UUID, Iterable[date]], Awaitable[None]]] = {
+
+async def _recount_downloads(
+    session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date], taken: Sequence[int]
+) -> None:
+    await counting.recompute(session, tenant_id, days)  # whole days, idempotent: a later batch's recount repeats it
+
+
+# How each kind of rollup recomputes a set of UTC days of one tenant from raw rows, answering the log rows
+# ``taken`` (a kind that adds batches leaves out the rows of batches still pending besides them).
+RECOMPUTE: dict[str, Callable[[AsyncSession, uuid.UUID, Iterable[date], Sequence[int]], Awaitable[None]]] = {
     "listener": listener_rollups.recompute,
-    "download": counting.recompute,
+    "download": _recount_downloads,
+}
+# How a kind whose rollups add up brings one day up to date with new batches, reading only their rows. A kind
+# missing here recomputes the days its batches touched.
+ADD: dict[str, Callable[[AsyncSession, uuid.UUID, date, Sequence[int]], Awaitable[None]]] = {
+    "listener": listener_rollups.add,
 }
 # Where each kind's raw rows are, and their time column: a batch's rows of one day are counted there when
 # its log rows did not say how many there were (the prefix's recorder notes days only).
@@ -91,11 +105,30 @@ async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"rollups:{tenant_id}"})
 
 
-async def _recompute_kind(session: AsyncSession, tenant_id: uuid.UUID, kind: str, days: Iterable[date]) -> None:
+async def _recompute_kind(
+    session: AsyncSession, tenant_id: uuid.UUID, kind: str, days: Iterable[date], taken: Sequence[int]
+) -> None:
     recompute = RECOMPUTE.get(kind)
     if recompute is None:  # a kind no domain registered here: never drop its log rows unread
         raise ValueError(f"no rollup of kind {kind!r}")
-    await recompute(session, tenant_id, days)
+    await recompute(session, tenant_id, days, taken)
+
+
+async def _bring_up_to_date(session: AsyncSession, tenant_id: uuid.UUID, kind: str, taken: list[Pending]) -> int:
+    """Apply a kind's taken batches: added day by day where the kind adds up and every log row of the day
+    names its batch, the whole day recomputed otherwise. Answers the days done."""
+    add = ADD.get(kind)
+    whole = {p.day for p in taken if add is None or p.batch_id is None}
+    batches: dict[date, set[int]] = {}
+    for pending in taken:
+        if pending.day not in whole and pending.batch_id is not None:
+            batches.setdefault(pending.day, set()).add(pending.batch_id)
+    if add is not None:
+        for day, day_batches in sorted(batches.items()):
+            await add(session, tenant_id, day, sorted(day_batches))
+    if whole:
+        await _recompute_kind(session, tenant_id, kind, whole, [i for p in taken for i in p.ids])
+    return len(whole) + len(batches)
 
 
 async def _pending(session: AsyncSession, tenant_id: uuid.UUID) -> list[Pending]:
@@ -153,16 +186,15 @@ async def refresh(session: AsyncSession, tenant_id: uuid.UUID, *, cycle_events: 
     taken, done.events = await _take(session, tenant_id, cycle_events)
     if not taken:
         return done
-    by_kind: dict[str, set[date]] = {}
+    by_kind: dict[str, list[Pending]] = {}
     for pending in taken:
-        by_kind.setdefault(pending.kind, set()).add(pending.day)
-    for kind, days in sorted(by_kind.items()):
-        await _recompute_kind(session, tenant_id, kind, days)
+        by_kind.setdefault(pending.kind, []).append(pending)
+    for kind, pending_of_kind in sorted(by_kind.items()):
+        done.buckets += await _bring_up_to_date(session, tenant_id, kind, pending_of_kind)
     ids = [i for pending in taken for i in pending.ids]
     await session.execute(
         text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"), {"t": tenant_id, "ids": ids}
     )
-    done.buckets = sum(len(days) for days in by_kind.values())
     done.log_rows = len(ids)
     return done
 
@@ -170,7 +202,8 @@ async def refresh(session: AsyncSession, tenant_id: uuid.UUID, *, cycle_events: 
 async def rebuild(
     session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date, kinds: tuple[str, ...] = ("listener",)
 ) -> int:
-    """Recompute every day from ``first`` to ``last`` from raw events; answers the days done."""
+    """Recompute every day from ``first`` to ``last`` from raw events; answers the days done. The log rows
+    pending for those days when it starts are answered with them; batches committed meanwhile keep theirs."""
     await _lock(session, tenant_id)
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     pending = (
@@ -187,7 +220,7 @@ async def rebuild(
         .all()
     )
     for kind in kinds:
-        await _recompute_kind(session, tenant_id, kind, days)
+        await _recompute_kind(session, tenant_id, kind, days, pending)
     if pending:
         await session.execute(
             text("DELETE FROM rollup_invalidations WHERE tenant_id = :t AND id = ANY(:ids)"),
