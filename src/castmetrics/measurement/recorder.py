@@ -58,7 +58,7 @@ ENRICH_SLICE = 500
 SLUG_TTL = 30.0
 EPISODE_TTL = 60.0
 EPISODE_RELOAD_AFTER = 10.0  # a URL that matches nothing reloads a map older than this (late matching
-# in counting.recompute catches requests for episodes created in between)
+# in counting.add and counting.recompute catches requests for episodes created in between)
 MAX_KNOWN_SLUGS = 10_000
 USERAGENTS_CHECK_SECONDS = 60.0  # how often a flush looks for newer installed user-agent lists
 

@@ -33,22 +33,17 @@ log = structlog.get_logger(__name__)
 MAX_LOG_ROWS = 50_000
 
 
-async def _recount_downloads(
-    session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date], taken: Sequence[int]
-) -> None:
-    await counting.recompute(session, tenant_id, days)  # whole days, idempotent: a later batch's recount repeats it
-
-
 # How each kind of rollup recomputes a set of UTC days of one tenant from raw rows, answering the log rows
 # ``taken`` (a kind that adds batches leaves out the rows of batches still pending besides them).
 RECOMPUTE: dict[str, Callable[[AsyncSession, uuid.UUID, Iterable[date], Sequence[int]], Awaitable[None]]] = {
     "listener": listener_rollups.recompute,
-    "download": _recount_downloads,
+    "download": counting.recompute,
 }
 # How a kind whose rollups add up brings one day up to date with new batches, reading only their rows. A kind
 # missing here recomputes the days its batches touched.
 ADD: dict[str, Callable[[AsyncSession, uuid.UUID, date, Sequence[int]], Awaitable[None]]] = {
     "listener": listener_rollups.add,
+    "download": counting.add,
 }
 # Where each kind's raw rows are, and their time column: a batch's rows of one day are counted there when
 # its log rows did not say how many there were (the prefix's recorder notes days only).
