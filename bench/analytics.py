@@ -527,6 +527,18 @@ def _generate_download_requests(owner_url: str, days: list[tuple[date, float]], 
                 progress["sketch_seconds"] += time.perf_counter() - started
             conn.commit()
             progress["request_days"] = n
+        # Each month's sketch: the union of its days', as the recorder's merges would have made it.
+        with conn.cursor(binary=True) as cursor:
+            cursor.execute(
+                "SELECT tenant_id, scope_id, date_trunc('month', day)::date, array_agg(sketch) FROM download_sketches "
+                "GROUP BY 1, 2, 3"
+            )
+            months = [(tenant_id, month, scope, sketches.merged(days)) for tenant_id, scope, month, days in cursor]
+        monthly = "COPY download_sketches_monthly (tenant_id, month, scope_id, sketch) FROM STDIN"
+        with conn.cursor() as cursor, cursor.copy(monthly) as copy:
+            for row in months:
+                copy.write_row(row)
+        conn.commit()
 
 
 def generate(owner_url: str, tenants: list[dict[str, Any]], scale: float, cutoff: datetime) -> dict[str, Any]:
@@ -592,7 +604,10 @@ def generate(owner_url: str, tenants: list[dict[str, Any]], scale: float, cutoff
     with psycopg.connect(owner_url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA bench_gen CASCADE")
         started = time.perf_counter()
-        conn.execute("VACUUM (ANALYZE) listener_events, download_requests, download_sketches, episodes, podcasts")
+        conn.execute(
+            "VACUUM (ANALYZE) listener_events, download_requests, download_sketches, download_sketches_monthly, "
+            "episodes, podcasts"
+        )
         timings["vacuum_analyze_s"] = time.perf_counter() - started
     return {"episodes": len(episodes), "timings": timings}
 

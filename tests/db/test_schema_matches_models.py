@@ -35,6 +35,7 @@ NON_ORM_TABLES = {
     "download_breakdown_daily": "downloads per country, app and device (measurement/counting.py)",
     "download_listeners_daily": "IAB v2 listeners per day (measurement/counting.py)",
     "download_sketches": "HyperLogLog sketches of listeners (measurement/sketches.py)",
+    "download_sketches_monthly": "monthly unions of the listener sketches (measurement/sketches.py)",
     "usage_monthly": "metered usage, upserted by SQL (quotas/service.py)",
     "ingest_buckets": "ingest rate token buckets, updated by SQL (quotas/service.py)",
     "user_metrics": "login counters, upserted by SQL (identity/service.py)",
