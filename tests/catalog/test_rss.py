@@ -1,4 +1,4 @@
-"""RSS parsing: every real feed in shared/data/feeds, plus the edge cases those feeds do not cover."""
+"""RSS parsing: every real feed in tests/fixtures/feeds, plus the edge cases those feeds do not cover."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from castmetrics.catalog.rss import ParsedFeed, parse_date, parse_duration, parse_feed
 
-FEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "feeds"
+FEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ def parsed(file: str) -> ParsedFeed:
 
 
 def test_every_shared_feed_has_a_case() -> None:
-    assert FEEDS.is_dir(), f"the shared feed fixtures are missing: {FEEDS}"
+    assert FEEDS.is_dir(), f"the feed fixtures are missing: {FEEDS}"
     assert {path.name for path in FEEDS.glob("*.xml")} == {case.file for case in CASES}
 
 

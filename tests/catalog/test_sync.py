@@ -19,7 +19,7 @@ from castmetrics.config import Settings
 from castmetrics.db.session import Database
 from tests.conftest import REPO_ROOT, Team, asgi_client
 
-FEEDS = REPO_ROOT.parent / "shared" / "data" / "feeds"
+FEEDS = REPO_ROOT / "tests" / "fixtures" / "feeds"
 FEED_FILES = sorted(p.name for p in FEEDS.glob("*.xml"))
 
 

@@ -10,7 +10,7 @@ import pytest
 from castmetrics.catalog.rss import parse_feed
 from castmetrics.catalog.tracked_feed import rewrite_enclosures
 
-FEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "feeds"
+FEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
 PREFIX = "https://castmetrics.example/p/acme"
 SHARED_FEEDS = sorted(path.name for path in FEEDS.glob("*.xml"))
 
