@@ -82,7 +82,10 @@ def credit_sql(conn: psycopg.Connection[tuple[object, ...]], params: dict[str, l
     return found
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same 150 examples every run (a seed derived from the test), so a failure reproduces
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batch=batches)
 def test_credits_follow_the_rules_and_the_reference(conn: psycopg.Connection[tuple[object, ...]], batch) -> None:  # type: ignore[no-untyped-def]
     params, cases = _pairs(batch)

@@ -17,7 +17,9 @@ from castmetrics.app import create_app
 from castmetrics.catalog import rss
 from castmetrics.config import Settings
 from castmetrics.db.session import Database
-from tests.conftest import REPO_ROOT, Team, asgi_client
+from tests.factories.identity import Team
+from tests.support.http import asgi_client
+from tests.support.paths import REPO_ROOT
 
 FEEDS = REPO_ROOT / "tests" / "fixtures" / "feeds"
 FEED_FILES = sorted(p.name for p in FEEDS.glob("*.xml"))
@@ -179,7 +181,7 @@ async def test_podcast_quota_and_validation(client: httpx.AsyncClient, make_team
 
 
 def test_import_rss_command(feed_server: tuple[str, Path], settings: Settings, runtime_url: str) -> None:
-    from tests.test_cli import run_cli
+    from tests.support.cli import run_cli
 
     base, _ = feed_server
     assert run_cli(settings, "tenant", "create", "Importer", "--slug", "importer", "--tier", "pro").returncode == 0

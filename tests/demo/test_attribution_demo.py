@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -19,7 +19,8 @@ from castmetrics.demo import listening
 from castmetrics.demo import service as demo
 from castmetrics.sponsorship import pacing
 from castmetrics.sponsorship.models import Booking, Campaign
-from tests.conftest import drop_partitions_keeping
+from tests.support.clock import WEDNESDAY, pinned
+from tests.support.partitions import drop_partitions_keeping
 
 # The host reads started 45 days ago, the holiday push 15. Listening must start before the host reads
 # began, or listeners first heard within the window could meet the push first; with 30 days and 30,000
@@ -55,8 +56,8 @@ async def test_demo_campaigns_deliver_ads_conversions_and_pacing_once(
     owner_db: Database, db: Database, settings: Settings
 ) -> None:
     # given the demo with its listening and its downloads
-    tenant_id = (await demo.seed(owner_db, db, settings)).tenant.id
-    now = datetime.now(UTC)
+    now = pinned(WEDNESDAY, time(14, 37))  # the same weekday and hour whatever day the tests run
+    tenant_id = (await demo.seed(owner_db, db, settings, now=now)).tenant.id
     heard = await listening.generate(db, tenant_id, EVENTS, retention_days=730, now=now, days=DAYS, settings=settings)
     assert heard.requests_stored > 0
 
@@ -143,7 +144,7 @@ async def test_demo_campaigns_deliver_ads_conversions_and_pacing_once(
     # when the delivery is seeded again, and the demo too
     booked = await _booked(db, tenant_id)
     again = await demo.seed_campaign_delivery(db, tenant_id, settings, now=now)
-    reseeded = await demo.seed(owner_db, db, settings)
+    reseeded = await demo.seed(owner_db, db, settings, now=now)
 
     # then nothing is stored or booked twice
     assert again.bookings_sized == 0 and again.attribution.accepted == 0
@@ -158,12 +159,13 @@ async def test_a_demo_seeded_before_attribution_gets_it_from_the_next_seed(
     owner_db: Database, db: Database, settings: Settings
 ) -> None:
     # given a demo with listening but no attribution events (seeded by an earlier version)
-    tenant_id = (await demo.seed(owner_db, db, settings)).tenant.id
-    await listening.generate(db, tenant_id, 3_000, retention_days=730, days=7, settings=settings)
+    now = pinned(WEDNESDAY, time(14, 37))
+    tenant_id = (await demo.seed(owner_db, db, settings, now=now)).tenant.id
+    await listening.generate(db, tenant_id, 3_000, retention_days=730, now=now, days=7, settings=settings)
     assert not await demo_attribution.has_attribution(db, tenant_id)
 
     # when the demo is seeded again
-    summary = await demo.seed(owner_db, db, settings)
+    summary = await demo.seed(owner_db, db, settings, now=now)
 
     # then its campaigns' delivery is seeded
     assert summary.delivery is not None and summary.delivery.attribution.accepted > 0

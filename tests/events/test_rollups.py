@@ -149,12 +149,14 @@ async def test_routes_answer_every_day_with_zeros_filled(client: httpx.AsyncClie
     owner = catalog.team.auth("owner")
     today = datetime.now(UTC).date()
     two_days_ago = datetime.combine(today - timedelta(days=2), time(12), tzinfo=UTC)
+    midnight = datetime.combine(today, time.min, tzinfo=UTC)
     episode = catalog.episode_ids[0]
     batch = [
         listener_event(episode, listener_id="a", event_type="play", occurred_at=two_days_ago.isoformat()),
         listener_event(episode, listener_id="a", event_type="complete", occurred_at=two_days_ago.isoformat()),
         listener_event(episode, listener_id="b", event_type="play", occurred_at=two_days_ago.isoformat()),
-        listener_event(catalog.episode_ids[1], listener_id="a", event_type="play"),
+        # today's, even in the first minutes after midnight (the default, five minutes ago, is yesterday then)
+        listener_event(catalog.episode_ids[1], listener_id="a", event_type="play", occurred_at=midnight.isoformat()),
     ]
     assert (await client.post("/v1/events/listener", json=batch, headers=owner)).json()["accepted"] == 4
     start = (today - timedelta(days=3)).isoformat()

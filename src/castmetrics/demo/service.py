@@ -54,22 +54,25 @@ class DemoSummary:
     delivery: CampaignDelivery | None = None  # when ``seed`` found listening without attribution
 
 
-async def _bring_shows_up_to_date(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+async def _bring_shows_up_to_date(session: AsyncSession, tenant_id: uuid.UUID, now: datetime | None = None) -> None:
     """The bundled feeds are years old: move each show's episodes forward, spacing kept, so that its
-    newest came out two days ago and the demo shows launches and their decay. Once, at creation."""
+    newest came out two days before ``now`` (default: the database's clock) and the demo shows launches
+    and their decay. Once, at creation."""
     await session.execute(
         text(
             """
             UPDATE episodes e SET published_at = e.published_at + shift.by
             FROM (
-                SELECT podcast_id, date_trunc('hour', now() - interval '2 days') - max(published_at) AS by
+                SELECT podcast_id,
+                       date_trunc('hour', coalesce(CAST(:now AS timestamptz), now()) - interval '2 days')
+                       - max(published_at) AS by
                 FROM episodes WHERE tenant_id = :t AND published_at IS NOT NULL GROUP BY podcast_id
             ) AS shift
             WHERE e.tenant_id = :t AND e.podcast_id = shift.podcast_id AND e.published_at IS NOT NULL
               AND shift.by > interval '0'
             """
         ),
-        {"t": tenant_id},
+        {"t": tenant_id, "now": now},
     )
 
 
@@ -93,13 +96,16 @@ async def seed(
     settings: Settings,
     *,
     webhook_base_url: str = demo_workflows.DEFAULT_BASE_URL,
+    now: datetime | None = None,
 ) -> DemoSummary:
     """Create the demo tenant (pro tier) with an owner and one user per default role, and three real
     podcasts with their episodes, its sponsorship book and its workflows (the webhook one posting to
     the demo receiver at ``webhook_base_url``), unless they exist; safe to run any number
     of times. A demo seeded before its campaigns had attribution (listening, no attribution event) gets
-    its campaign delivery here (``seed_campaign_delivery``). Only the slug lookup uses the owner (it
-    crosses tenants); everything else runs as the runtime role acting for the demo tenant."""
+    its campaign delivery here (``seed_campaign_delivery``). ``now`` (default: the current time) is the
+    moment the shows' newest episodes and the campaigns' flights are placed around, and the delivery's
+    end. Only the slug lookup uses the owner (it crosses tenants); everything else runs as the runtime
+    role acting for the demo tenant."""
     async with owner.transaction() as session:
         existing = await session.scalar(select(Tenant.id).where(Tenant.slug == DEMO_SLUG))
     tenant_id = existing or uuid.uuid4()
@@ -126,8 +132,8 @@ async def seed(
         for feed in sorted(FEEDS_DIR.glob("*.xml")):
             await catalog.seed_from_document(session, tenant, DEMO_ACTOR, feed.read_bytes())
         if existing is None:
-            await _bring_shows_up_to_date(session, tenant_id)
-        await demo_sponsorship.seed_book(session, tenant, DEMO_ACTOR)
+            await _bring_shows_up_to_date(session, tenant_id, now)
+        await demo_sponsorship.seed_book(session, tenant, DEMO_ACTOR, now=now)
         await demo_workflows.seed_workflows(session, tenant, DEMO_ACTOR, base_url=webhook_base_url)
     summary = DemoSummary(tenant=tenant, created=existing is None, logins=logins)
     if (
@@ -135,5 +141,5 @@ async def seed(
         and await listening.has_listening(runtime, tenant_id)
         and not await demo_attribution.has_attribution(runtime, tenant_id)
     ):
-        summary.delivery = await seed_campaign_delivery(runtime, tenant_id, settings)
+        summary.delivery = await seed_campaign_delivery(runtime, tenant_id, settings, now=now)
     return summary

@@ -24,16 +24,17 @@ from castmetrics.sponsorship.service import (
 )
 
 
-async def seed_book(session: AsyncSession, tenant: TenantRef, actor: Actor) -> None:
+async def seed_book(session: AsyncSession, tenant: TenantRef, actor: Actor, *, now: datetime | None = None) -> None:
     """The demo network's sponsorship book: sponsors, a campaign in every stage with the history that
-    led there, and bookings across its podcasts — through the same services the API uses. Skipped
-    when the tenant already has sponsors, so seeding twice changes nothing."""
+    led there, and bookings across its podcasts — through the same services the API uses; flights are
+    placed around ``now``'s UTC day (default: the current time). Skipped when the tenant already has
+    sponsors, so seeding twice changes nothing."""
     if await session.scalar(select(exists().where(Sponsor.tenant_id == tenant.id))):
         return
     podcasts = list((await session.scalars(select(Podcast).order_by(Podcast.name))).all())
     if not podcasts:
         return
-    today = datetime.now(UTC).date()
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
     sponsors = [
         await create_sponsor(session, tenant, actor, SponsorIn.model_validate(values))
         for values in (
