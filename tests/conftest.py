@@ -27,11 +27,6 @@ from castmetrics.tenancy.schemas import TenantCreate
 from tests.factories.identity import Team, build_team
 from tests.support.http import asgi_client, free_port, wait_for
 
-# Until tests/catalog, tests/demo and tests/jobs/test_worker.py (being changed elsewhere) import these from
-# tests.factories and tests.support, they still find them here.
-from tests.support.partitions import drop_partitions_keeping as drop_partitions_keeping
-from tests.support.paths import REPO_ROOT as REPO_ROOT
-
 TEST_APP_ROLE = "castmetrics_test_app"
 # Rows the migrations seed: kept between tests.
 SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags", "castmetrics_settings"})
