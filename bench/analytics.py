@@ -671,30 +671,25 @@ def count_data(owner_url: str, tenants: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def rebuild_rollups(runtime_url: str, tenants: list[dict[str, Any]], first: date, last: date,
-                          chunk_days: int) -> dict[str, float]:  # fmt: skip
-    """``rollups.rebuild`` per tenant, kind and chunk of days, each chunk a transaction in the tenant's
-    RLS context (as ``castmetrics rollups rebuild`` does, which rebuilds the listener kind only)."""
+                          which: str = "all") -> dict[str, float]:  # fmt: skip
+    """``rollups.rebuild_range`` per tenant and kind, as ``castmetrics rollups rebuild`` runs it (a chunk of
+    days per transaction in the tenant's RLS context); ``which``: all, big or small tenants."""
     from castmetrics.db.session import Database
     from castmetrics.rollups import service as rollups
 
-    db = Database(runtime_url, pool_size=1, max_overflow=0, application_name="bench-rebuild")
+    db = Database(runtime_url, pool_size=2, max_overflow=0, application_name="bench-rebuild")
     seconds: dict[str, float] = defaultdict(float)
     try:
         for tenant in tenants:
             tenant_id = uuid.UUID(tenant["tenant_id"])
             who = "big" if tenant["index"] == 0 else "small"
-            for kind in ("listener", "download"):
-                started = time.perf_counter()
-                day, chunks = first, 0
-                while day <= last:
-                    end = min(last, day + timedelta(days=chunk_days - 1))
-                    async with db.tenant_transaction(tenant_id) as session:
-                        await rollups.rebuild(session, tenant_id, day, end, kinds=(kind,))
-                    day, chunks = end + timedelta(days=1), chunks + 1
-                    if who == "big" and (chunks % 5 == 0 or day > last):
-                        _log(f"  big tenant {kind}: {(day - first).days}/{(last - first).days + 1} days, "
-                             f"{time.perf_counter() - started:.0f} s")  # fmt: skip
-                seconds[f"{who}_{kind}_s"] += time.perf_counter() - started
+            if which not in ("all", who):
+                continue
+            started = time.perf_counter()
+            await rollups.rebuild_range(db, tenant_id, first, last, ("listener", "download"), keep_from=first)
+            seconds[f"{who}_s"] += time.perf_counter() - started
+            if who == "big":
+                _log(f"  big tenant: {time.perf_counter() - started:.1f} s")
     finally:
         await db.dispose()
     return dict(seconds)
@@ -985,7 +980,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="HTTP requests per measured route")
     parser.add_argument("--raw-runs", type=int, default=3, help="timed runs of each raw reference (targets 1-4)")
     parser.add_argument("--rollup-runs", type=int, default=10, help="timed in-process runs over the rollups")
-    parser.add_argument("--rebuild-chunk-days", type=int, default=10, help="days rebuilt per transaction")
     parser.add_argument(
         "--keep-dir",
         type=Path,
@@ -993,11 +987,21 @@ def main() -> None:
         "without generating",
     )
     parser.add_argument("--reuse", action="store_true", help="reuse the data of a previous run in --keep-dir")
+    parser.add_argument(
+        "--generate-only", action="store_true", help="generate the data into --keep-dir and stop (no rollups)"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="with --reuse: rebuild the rollups again (timed) before measuring"
+    )
     args = parser.parse_args()
     if args.keep_dir and os.environ.get("DATABASE_URL"):
         parser.error("--keep-dir keeps an embedded server's data: unset DATABASE_URL")
     if args.reuse and not args.keep_dir:
         parser.error("--reuse needs --keep-dir")
+    if args.generate_only and (args.reuse or not args.keep_dir):
+        parser.error("--generate-only needs --keep-dir and no --reuse")
+    if args.rebuild and not args.reuse:
+        parser.error("--rebuild needs --reuse (a run without it always rebuilds)")
 
     from castmetrics.config import Settings
     from castmetrics.db import migrate
@@ -1040,28 +1044,33 @@ def main() -> None:
                 )
                 generated = generate(pg_url, tenants, args.scale, cutoff)
                 generated["timings"]["tenants_s"] = tenants_s
-                first, last = cutoff.date() - timedelta(days=DAYS - 1), cutoff.date()
-                _log(f"rebuilding the rollups of {first} to {last} for every tenant …")
-                started = time.perf_counter()
-                rebuild = asyncio.run(rebuild_rollups(runtime_url, tenants, first, last, args.rebuild_chunk_days))
-                rebuild["total_s"] = time.perf_counter() - started
-                with psycopg.connect(pg_url, autocommit=True) as conn:
-                    started = time.perf_counter()
-                    conn.execute(
-                        "VACUUM (ANALYZE) listener_daily, listener_hourly, listener_keys, download_daily, "
-                        "download_breakdown_daily, download_listeners_daily, download_hourly"
-                    )
-                    rebuild["vacuum_analyze_s"] = time.perf_counter() - started
-                counts = count_data(pg_url, tenants)
                 state = {
                     "cutoff": cutoff.isoformat(),
                     "code": code,
                     "scale": args.scale,
                     "tenants": tenants,
                     "generation": generated,
-                    "rebuild": rebuild,
-                    "counts": counts,
                 }
+                state_path.write_text(json.dumps(state, indent=2, default=str) + "\n")
+                if args.generate_only:
+                    _log(f"data generated into {root}: measure with --keep-dir {root} --reuse --rebuild")
+                    return
+            if "rebuild" not in state or args.rebuild:
+                cutoff = datetime.fromisoformat(state["cutoff"])
+                first, last = cutoff.date() - timedelta(days=DAYS - 1), cutoff.date()
+                _log(f"rebuilding the rollups of {first} to {last} for every tenant …")
+                started = time.perf_counter()
+                state["rebuild"] = asyncio.run(rebuild_rollups(runtime_url, state["tenants"], first, last))
+                state["rebuild"]["total_s"] = time.perf_counter() - started
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    started = time.perf_counter()
+                    conn.execute(
+                        "VACUUM (ANALYZE) listener_daily, listener_hourly, listener_keys, download_daily, "
+                        "download_breakdown_daily, download_listeners_daily, download_hourly"
+                    )
+                    state["rebuild"]["vacuum_analyze_s"] = time.perf_counter() - started
+                state["counts"] = count_data(pg_url, state["tenants"])
+                state["code"] = code
                 state_path.write_text(json.dumps(state, indent=2, default=str) + "\n")
             tenants = state["tenants"]
             big = tenants[0]
@@ -1135,9 +1144,8 @@ def main() -> None:
         f"events + requests + sketches {timings['events_and_requests_s']:.0f} s (two connections), "
         f"vacuum/analyze {timings['vacuum_analyze_s']:.0f} s",
         f"rollup rebuild ({DAYS} days, every tenant): {rebuild['total_s']:.0f} s "
-        f"(big tenant: listener {rebuild.get('big_listener_s', 0):.0f} s, "
-        f"download {rebuild.get('big_download_s', 0):.0f} s; "
-        f"small tenants: {rebuild.get('small_listener_s', 0) + rebuild.get('small_download_s', 0):.0f} s), "
+        f"(big tenant, listener and download: {rebuild.get('big_s', 0):.0f} s; "
+        f"small tenants: {rebuild.get('small_s', 0):.0f} s), "
         f"vacuum/analyze {rebuild['vacuum_analyze_s']:.0f} s",
         "",
         header,

@@ -856,14 +856,22 @@ def rollups_rebuild(
         typer.Option("--to", formats=["%Y-%m-%d"], help="Last day (UTC; default: today).", show_default=False),
     ] = None,
     kind: Annotated[str, typer.Option("--kind", help="listener (events), download (prefix requests) or all.")] = "all",
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, max=16, help="Chunks of days rebuilt side by side (connections).")
+    ] = 2,
     data_dir: DataDir = None,
 ) -> None:
     """Recompute the rollups of a date range from raw events and download requests (default: the last
-    30 days), each tenant in its own transaction."""
+    30 days), a month at most per transaction, with a progress bar. Days whose raw rows are past the
+    retention (CASTMETRICS_EVENT_RETENTION_DAYS) are skipped and reported: their rollups are the only
+    copy of their totals."""
     from datetime import UTC, timedelta
 
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from sqlalchemy import select
 
+    from castmetrics.events.partitions import AcceptedRange, utc_now
     from castmetrics.rollups import service as rollups
     from castmetrics.tenancy.models import Tenant
 
@@ -875,10 +883,12 @@ def rollups_rebuild(
     if kinds is None:
         _fail(f"--kind must be listener, download or all (got {kind!r})", code=2)
     settings = _settings(data_dir)
+    keep_from = AcceptedRange.at(utc_now(), settings.event_retention_days).earliest.date()
+    console = Console(stderr=True)
     with owner_database(settings) as owner_url:
         runtime_url = _migrate(settings, owner_url)
 
-        async def work(owner: Database) -> list[tuple[str, int]]:
+        async def work(owner: Database) -> list[tuple[str, rollups.Rebuilt]]:
             if tenant is not None:
                 found = await _tenant_for_slug(owner, tenant)
                 if found is None:
@@ -890,20 +900,47 @@ def rollups_rebuild(
                         (row.id, row.slug)
                         for row in await session.execute(select(Tenant.id, Tenant.slug).order_by(Tenant.slug))
                     ]
-            runtime = Database(runtime_url, pool_size=1, max_overflow=0, application_name="castmetrics-cli")
-            done: list[tuple[str, int]] = []
+            runtime = Database(runtime_url, pool_size=jobs, max_overflow=0, application_name="castmetrics-cli")
+            done: list[tuple[str, rollups.Rebuilt]] = []
+            progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("days"),
+                TimeElapsedColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            )
             try:
-                for tenant_id, slug in targets:
-                    async with runtime.tenant_transaction(tenant_id) as session:
-                        days = await rollups.rebuild(session, tenant_id, first_day, last_day, kinds)
-                    typer.echo(f"{slug}: {days} days rebuilt ({first_day} to {last_day})")
-                    done.append((slug, days))
+                with progress:
+                    for tenant_id, slug in targets:
+                        task = progress.add_task(slug, total=max(0, (last_day - max(first_day, keep_from)).days + 1))
+
+                        def advance(days: int, task: Any = task) -> None:
+                            progress.advance(task, days)
+
+                        rebuilt = await rollups.rebuild_range(
+                            runtime, tenant_id, first_day, last_day, kinds, keep_from=keep_from, jobs=jobs,
+                            progress=advance,
+                        )  # fmt: skip
+                        typer.echo(_rebuilt_line(slug, rebuilt, first_day, last_day))
+                        done.append((slug, rebuilt))
             finally:
                 await runtime.dispose()
             return done
 
         done = _run_as_owner(owner_url, work)
     typer.echo(f"Rollups rebuilt for {len(done)} tenant(s).", err=True)
+
+
+def _rebuilt_line(slug: str, rebuilt: Any, first: Any, last: Any) -> str:
+    line = f"{slug}: {rebuilt.days} days rebuilt ({first} to {last})"
+    if rebuilt.skipped:
+        line += (
+            f"; {len(rebuilt.skipped)} days skipped ({rebuilt.skipped[0]} to {rebuilt.skipped[-1]}): "
+            "their raw rows are past the retention, their rollups are kept as they are"
+        )
+    return line
 
 
 # --- user-agent lists -----------------------------------------------------------------------------

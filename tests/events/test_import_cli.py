@@ -7,7 +7,7 @@ import json
 import random
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ async def test_usage_errors_exit_2_and_write_nothing(
 
 
 async def test_rollups_rebuild_matches_a_count_of_raw_events(
-    settings: Settings, catalog: Catalog, db: Database, tmp_path: Path
+    settings: Settings, catalog: Catalog, db: Database, owner_db: Database, tmp_path: Path
 ) -> None:
     rng = random.Random(4)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -239,6 +239,29 @@ async def test_rollups_rebuild_matches_a_count_of_raw_events(
     assert bad_kind.returncode == 2 and "--kind must be listener, download or all" in bad_kind.stderr
     listeners_only = run_cli(settings, "rollups", "rebuild", "--tenant", catalog.team.slug, "--kind", "listener")
     assert listeners_only.returncode == 0 and "30 days rebuilt" in listeners_only.stdout
+
+    # days whose raw rows are past the retention are never rebuilt (their rollups are the only copy left)
+    async def day_rows(day: date) -> list[Any]:
+        async with db.tenant_transaction(catalog.team.tenant_id) as session:
+            found = await session.execute(text("SELECT * FROM listener_daily WHERE day = :d ORDER BY 2"), {"d": day})
+            return [tuple(row) for row in found]
+
+    old_day = (today - timedelta(days=2)).date()
+    before = await day_rows(old_day)
+    assert before  # the events of that day are rolled up
+    async with owner_db.transaction() as session:  # as if its raw rows were gone
+        await session.execute(
+            text("DELETE FROM listener_events WHERE occurred_at < :d"), {"d": today - timedelta(days=1)}
+        )
+    short = run_cli(
+        settings, "rollups", "rebuild", "--tenant", catalog.team.slug, env={"CASTMETRICS_EVENT_RETENTION_DAYS": "2"}
+    )
+    assert short.returncode == 0, short.stderr
+    assert (
+        f"{catalog.team.slug}: 2 days rebuilt ({first} to {today.date()}); 28 days skipped ({first} to {old_day})"
+        in short.stdout
+    ), short.stdout
+    assert await day_rows(old_day) == before
 
 
 async def tenant_row(db: Database, tenant_id: uuid.UUID) -> Tenant:

@@ -101,4 +101,14 @@ async def test_cycles_of_new_late_repeated_and_out_of_order_events_equal_a_recou
             await session.execute(text(f"DELETE FROM {table}"))
         await rollups.rebuild(session, team.tenant_id, first, now.date())
     assert await _snapshot(db, team.tenant_id) == incremental
+    # and so does ``rebuild_range``, a day per chunk and two chunks side by side (the CLI's way)
+    async with db.tenant_transaction(team.tenant_id) as session:
+        for table in ("listener_daily", "listener_hourly", "listener_monthly"):
+            await session.execute(text(f"DELETE FROM {table}"))
+    rebuilt = await rollups.rebuild_range(
+        db, team.tenant_id, first - timedelta(days=1), now.date(), ("listener", "download"),
+        keep_from=first, chunk_days=1, jobs=2,
+    )  # fmt: skip
+    assert (rebuilt.days, rebuilt.skipped) == (4, [first - timedelta(days=1)])
+    assert await _snapshot(db, team.tenant_id) == incremental
     assert sum(row.events for row in incremental["listener_daily"] if row.scope_id == uuid.UUID(int=0)) == len(sent)

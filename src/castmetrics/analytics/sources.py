@@ -372,18 +372,53 @@ class HourlyRollup(Rollup):
         self, session: AsyncSession, scope: Scope, split: Split, windows: Sequence[int]
     ) -> Result[Any]:
         """Settled downloads of each of the scope's published episodes in its first ``n`` days (24-hour
-        periods from the hour of publication) for each ``n`` of ``windows``: rows ``id``, ``day_<n>``."""
-        launched = "date_trunc('hour', ep.published_at, 'UTC')"
-        sums = ", ".join(
-            f"sum(h.downloads) FILTER (WHERE h.hour < {launched} + interval '{n} days') AS day_{n}" for n in windows
+        periods from the hour of publication) for each ``n`` of ``windows``: rows ``id``, ``day_<n>``.
+        Whole UTC days come from the episode's daily totals; only the hours of the day of publication from
+        its hour on, and of the day each window ends before that hour, come from the hourly rows: a 90-day
+        window is at most 90 + 5 × 24 rows an episode, not 2,160."""
+        longest = max(windows)
+        # [tail_n, launched + n days): the hours of the day a window ends (none when launched at midnight)
+        tail = "(h.hour >= e.d0_end + interval '{m} days' AND h.hour < e.launched + interval '{n} days')"
+        whole = ", ".join(
+            f"coalesce(sum(d.downloads) FILTER (WHERE d.day < e.d0 + {n}), 0) AS whole_{n}" for n in windows
         )
+        hours = ", ".join(
+            f"coalesce(sum(h.downloads) FILTER (WHERE (e.partial AND h.hour < e.d0_end) OR "
+            f"{tail.format(m=n - 1, n=n)}), 0) AS hours_{n}"
+            for n in windows
+        )
+        ends = " OR ".join(tail.format(m=n - 1, n=n) for n in windows)
+        sums = ", ".join(f"w.whole_{n} + u.hours_{n} AS day_{n}" for n in windows)
         return await session.execute(
             text(
-                f"SELECT ep.id, {sums} FROM episodes ep JOIN download_hourly h "
-                f"ON h.tenant_id = ep.tenant_id AND h.scope_id = ep.id AND h.hour >= {launched} "
-                f"AND h.hour < {launched} + interval '{max(windows)} days' "
-                f"WHERE ep.tenant_id = :t AND ep.published_at IS NOT NULL{scope.episode_filter()} "
-                "AND NOT ((h.hour AT TIME ZONE 'UTC')::date = ANY(:pending)) GROUP BY ep.id"
+                f"""
+                WITH e AS (
+                    SELECT ep.id, l.launched, l.d0, l.d0_end, l.launched > l.d0_start AS partial
+                    FROM episodes ep
+                    CROSS JOIN LATERAL (
+                        SELECT date_trunc('hour', ep.published_at, 'UTC') AS launched,
+                               (ep.published_at AT TIME ZONE 'UTC')::date AS d0,
+                               date_trunc('day', ep.published_at, 'UTC') AS d0_start,
+                               date_trunc('day', ep.published_at, 'UTC') + interval '1 day' AS d0_end
+                    ) l
+                    WHERE ep.tenant_id = :t AND ep.published_at IS NOT NULL{scope.episode_filter()}
+                )
+                SELECT e.id, {sums}
+                FROM e
+                CROSS JOIN LATERAL (
+                    SELECT {whole} FROM download_listeners_daily d
+                    WHERE d.tenant_id = :t AND d.scope_id = e.id
+                      AND d.day >= e.d0 + CASE WHEN e.partial THEN 1 ELSE 0 END AND d.day < e.d0 + {longest}
+                      AND NOT (d.day = ANY(:pending))
+                ) w
+                CROSS JOIN LATERAL (
+                    SELECT {hours} FROM download_hourly h
+                    WHERE h.tenant_id = :t AND h.scope_id = e.id
+                      AND h.hour >= e.launched AND h.hour < e.launched + interval '{longest} days'
+                      AND ((e.partial AND h.hour < e.d0_end) OR {ends})
+                      AND NOT ((h.hour AT TIME ZONE 'UTC')::date = ANY(:pending))
+                ) u
+                """
             ),
             split.params(scope),
         )

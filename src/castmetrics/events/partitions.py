@@ -31,6 +31,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def runs_of_days(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Days as runs of consecutive days, each (first, last), in order."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
 def partition_name(kind: str, day: date) -> str:
     return f"{TABLES[kind]}_p{day:%Y%m%d}"
 

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.db.binary import fetch_binary
+from castmetrics.events.partitions import runs_of_days
 
 ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
 
@@ -73,63 +74,93 @@ _NUMBER = """
     SELECT :t, max(key) FROM numbered HAVING count(*) > 0
     ON CONFLICT (tenant_id) DO UPDATE SET last_key = EXCLUDED.last_key
     """
+# The new events' counts per (UTC hour, episode), worked out once (the one statement that reads their
+# payloads); hourly rows of every scope, and the days' counts, are grouped from it.
+_HOUR_COUNTS = f"""
+    CREATE TEMPORARY TABLE hour_counts ON COMMIT DROP AS
+    SELECT e.episode_id, date_trunc('hour', e.occurred_at, 'UTC') AS hour, count(*) AS events,
+           {", ".join(f"count(*) FILTER (WHERE e.event_type = '{t}') AS {c}" for c, t in COUNTS.items())},
+           coalesce(sum({LISTENED.replace("event_data", "e.event_data")}), 0) AS listen_seconds
+    FROM listener_events e
+    WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end {{events}}
+    GROUP BY 1, 2
+"""
+_SUMS = ", ".join(f"sum(h.{c})" for c in ("events", *COUNTS, "listen_seconds"))
+# Episode rows straight from ``hour_counts``, podcast and tenant rows grouped from it; in key order, which
+# keeps the index writes of a large run of days local.
 _HOURLY = f"""
     INSERT INTO listener_hourly (tenant_id, scope_id, hour, events, {_COUNT_COLUMNS}, listen_seconds)
-    SELECT :t, {_SCOPE}, e.hour, count(*), {_COUNT_EXPRESSIONS}, coalesce(sum(e.listened), 0)
-    FROM (
-        SELECT episode_id, event_type, date_trunc('hour', occurred_at, 'UTC') AS hour, {LISTENED} AS listened
-        FROM listener_events e WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end {{events}}
-    ) e
-    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = e.episode_id
-    GROUP BY GROUPING SETS ((e.hour, e.episode_id), (e.hour, ep.podcast_id), (e.hour))
-    {_SCOPES_HAVING}
+    SELECT :t, x.* FROM (
+        SELECT h.episode_id AS scope_id, h.hour, {", ".join(f"h.{c}" for c in ("events", *COUNTS, "listen_seconds"))}
+        FROM hour_counts h
+        UNION ALL
+        SELECT coalesce(ep.podcast_id, CAST(:all AS uuid)), h.hour, {_SUMS}
+        FROM hour_counts h
+        LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = h.episode_id
+        GROUP BY GROUPING SETS ((h.hour, ep.podcast_id), (h.hour))
+        HAVING grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    ) x
+    ORDER BY x.scope_id, x.hour
     {{upsert}}
-    """
+"""
 _HOURLY_ADD = "ON CONFLICT (tenant_id, scope_id, hour) DO UPDATE SET " + ", ".join(
     f"{c} = listener_hourly.{c} + EXCLUDED.{c}" for c in ("events", *COUNTS, "listen_seconds")
 )
 _CLEAR = [
-    "DELETE FROM listener_daily WHERE tenant_id = :t AND day = :day",
+    "DELETE FROM listener_daily WHERE tenant_id = :t AND day BETWEEN :first AND :last",
     "DELETE FROM listener_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end",
 ]
 # Which events a statement reads: a whole day but those of batches still pending and not taken (they come
 # later, through ``add``), or only the given batches.
 _NOT_PENDING = (
     "AND NOT EXISTS (SELECT 1 FROM rollup_invalidations i WHERE i.tenant_id = :t AND i.kind = 'listener' "
-    "AND i.day = :day AND i.batch_id = e.batch_id AND i.id <> ALL(CAST(:taken AS bigint[])))"
+    "AND i.day = (e.occurred_at AT TIME ZONE 'UTC')::date AND i.batch_id = e.batch_id "
+    "AND i.id <> ALL(CAST(:taken AS bigint[])))"
 )
 _OF_BATCHES = "AND e.batch_id = ANY(CAST(:batches AS bigint[]))"
-# Per (episode, listener) first, then by scope: each pair's listener number is one index lookup, a plan
-# that stays good whatever the statistics say about a table growing during a rebuild.
-_DAILY = f"""
-    SELECT CASE WHEN grouping(p.episode_id) = 0 THEN p.episode_id
-                WHEN grouping(ep.podcast_id) = 0 THEN ep.podcast_id ELSE CAST(:all AS uuid) END AS scope_id,
-           sum(p.events) AS events, {", ".join(f"sum(p.{c}) AS {c}" for c in COUNTS)},
-           sum(p.listen_seconds) AS listen_seconds, array_agg(DISTINCT p.key) AS keys,
-           grouping(p.episode_id) = 1 AS monthly
+# The same in psycopg's parameter style, for the statements read in binary.
+_NOT_PENDING_PS = _NOT_PENDING.replace(":t ", "%(t)s ").replace(":taken", "%(taken)s")
+_OF_BATCHES_PS = _OF_BATCHES.replace(":batches", "%(batches)s")
+# The days' listeners per episode: per (UTC day, episode) the distinct listeners' numbers. A few new
+# batches look each listener's number up through the index; a run of whole days (``rebuild``) joins the
+# tenant's numbers once. Both say whether a listener has no number yet. Podcast and tenant bitmaps are the
+# unions of their episodes', made in Python (cheaper than a second distinct count).
+_LISTENERS_LOOKUP = """
+    SELECT p.day, p.episode_id,
+           array_agg((SELECT k.key FROM listener_keys k WHERE k.tenant_id = %(t)s AND k.listener_id = p.listener_id))
     FROM (
-        SELECT e.episode_id,
-               (SELECT k.key FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id) AS key,
-               count(*) AS events,
-               {", ".join(f"count(*) FILTER (WHERE e.event_type = '{t}') AS {c}" for c, t in COUNTS.items())},
-               coalesce(sum({LISTENED.replace("event_data", "e.event_data")}), 0) AS listen_seconds
+        SELECT DISTINCT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.episode_id, e.listener_id
         FROM listener_events e
-        WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end {{events}}
-        GROUP BY e.episode_id, e.listener_id
+        WHERE e.tenant_id = %(t)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {events}
     ) p
-    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = p.episode_id
-    GROUP BY GROUPING SETS ((p.episode_id), (ep.podcast_id), ())
-    HAVING count(*) > 0 AND (grouping(p.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL)
+    GROUP BY p.day, p.episode_id
 """
+_LISTENERS_JOIN = """
+    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.episode_id, array_agg(DISTINCT k.key)
+    FROM listener_events e LEFT JOIN listener_keys k ON k.tenant_id = %(t)s AND k.listener_id = e.listener_id
+    WHERE e.tenant_id = %(t)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {events}
+    GROUP BY 1, 2
+"""
+# The daily rows: counts of every scope grouped from ``hour_counts``, listeners from the bitmaps the caller
+# made (joined by scope and day).
 _INSERT_DAILY = f"""
     INSERT INTO listener_daily
         (tenant_id, scope_id, day, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners)
-    SELECT :t, u.scope_id, :day, u.events, {", ".join(f"u.{c}" for c in COUNTS)}, u.listen_seconds,
+    SELECT :t, c.scope_id, c.day, {", ".join(f"c.{c}" for c in ("events", *COUNTS, "listen_seconds"))},
            u.unique_listeners, u.listeners
-    FROM unnest(CAST(:scopes AS uuid[]), CAST(:events AS bigint[]),
-                {", ".join(f"CAST(:{c} AS bigint[])" for c in COUNTS)},
-                CAST(:listen_seconds AS numeric[]), CAST(:uniques AS bigint[]), CAST(:bitmaps AS bytea[]))
-         AS u(scope_id, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners)
+    FROM (
+        SELECT coalesce(h.episode_id, ep.podcast_id, CAST(:all AS uuid)) AS scope_id,
+               h.day,
+               {", ".join(f"sum(h.{c}) AS {c}" for c in ("events", *COUNTS, "listen_seconds"))}
+        FROM (SELECT *, (hour AT TIME ZONE 'UTC')::date AS day FROM hour_counts) h
+        LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = h.episode_id
+        GROUP BY GROUPING SETS ((h.day, h.episode_id), (h.day, ep.podcast_id), (h.day))
+        HAVING grouping(h.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    ) c
+    JOIN unnest(CAST(:scopes AS uuid[]), CAST(:days AS date[]), CAST(:uniques AS bigint[]),
+                CAST(:bitmaps AS bytea[])) AS u(scope_id, day, unique_listeners, listeners)
+      ON u.scope_id = c.scope_id AND u.day = c.day
+    ORDER BY c.scope_id, c.day
     {{upsert}}
 """
 # Counts add up; the listeners are the merged bitmap the caller computed.
@@ -145,25 +176,91 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+# (scope, UTC day) -> the listeners' numbers
+Listeners = dict[tuple[uuid.UUID, date], BitMap]
+
+
+async def _day_listeners(
+    session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date, events: str, params: dict[str, Any]
+) -> tuple[Listeners, set[uuid.UUID]]:
+    """The listeners of every scope (episodes, their podcasts, the tenant) and day, from the events
+    ``events`` picks in [first, last], and which scopes are podcasts or the tenant. Listeners without a
+    number yet are numbered first."""
+    start, end = day_bounds(first)[0], day_bounds(last)[1]
+    whole_days = "batches" not in params
+    query = (_LISTENERS_JOIN if whole_days else _LISTENERS_LOOKUP).format(events=events)
+    query_params = {**params, "t": tenant_id, "start": start, "end": end}
+    rows = await fetch_binary(session, query, query_params)
+    if any(None in keys for _, _, keys in rows):
+        await _number(session, "", query_params)
+        rows = await fetch_binary(session, query, query_params)
+    podcasts = {
+        row.id: row.podcast_id
+        for row in await session.execute(
+            text("SELECT id, podcast_id FROM episodes WHERE tenant_id = :t AND id = ANY(:ids)"),
+            {"t": tenant_id, "ids": list({row[1] for row in rows})},
+        )
+    }
+    out: Listeners = {}
+    wider: set[uuid.UUID] = {ALL_PODCASTS}
+    for day, episode_id, keys in rows:
+        listeners = BitMap(keys)
+        out[(episode_id, day)] = listeners
+        for scope in (podcasts.get(episode_id), ALL_PODCASTS):
+            if scope is None:
+                continue
+            wider.add(scope)
+            found = out.get((scope, day))
+            if found is None:
+                out[(scope, day)] = BitMap(listeners)
+            else:
+                found |= listeners
+    return out, wider
+
+
+async def _number(session: AsyncSession, events: str, params: dict[str, Any]) -> None:
+    """Number the listeners of the events ``events`` picks that have no number yet. One transaction of a
+    tenant at a time (chunks of a rebuild run side by side): the next one reads what this one gave out."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"listener-numbers:{params['t']}"})
+    await session.execute(text(_NUMBER.format(numbering=events)), params)
+
+
+async def number_listeners(session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date) -> None:
+    """Number the listeners of [first, last] seen for the first time, in a transaction of its own before a
+    rebuild's chunk (so that chunks running side by side do not wait on each other's numbering)."""
+    start, end = day_bounds(first)[0], day_bounds(last)[1]
+    await _number(session, "", {"t": tenant_id, "start": start, "end": end})
+
+
+async def _count_hours(session: AsyncSession, events: str, params: dict[str, Any]) -> None:
+    """``hour_counts``: the counts per (hour, episode) of the events ``events`` picks."""
+    await session.execute(text("DROP TABLE IF EXISTS pg_temp.hour_counts"))
+    await session.execute(text(_HOUR_COUNTS.format(events=events)), params)
+
+
 async def recompute(
     session: AsyncSession, tenant_id: uuid.UUID, days: Iterable[date], taken: Sequence[int] = ()
 ) -> None:
     """Replace the rollups of ``days`` with what the raw events say now: counts by scope and hour,
     and by scope and day with the day's listeners as a bitmap of their numbers. ``taken``: the log rows
     this work answers; the events of batches whose log rows are still pending besides them are left out,
-    for ``add`` to bring when their turn comes (so no event is ever counted twice)."""
-    for day in sorted(set(days)):
-        start, end = day_bounds(day)
-        params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS, "taken": list(taken)}
-        await session.execute(text(_NUMBER.format(numbering="")), params)
+    for ``add`` to bring when their turn comes (so no event is ever counted twice). Consecutive days are
+    done together, a few statements for the whole run of days."""
+    for first, last in runs_of_days(days):
+        start, end = day_bounds(first)[0], day_bounds(last)[1]
+        params = {"t": tenant_id, "first": first, "last": last, "start": start, "end": end, "all": ALL_PODCASTS}
         for statement in _CLEAR:
             await session.execute(text(statement), params)
-        await session.execute(text(_HOURLY.format(events=_NOT_PENDING, upsert="")), params)
-        rows = (await session.execute(text(_DAILY.format(events=_NOT_PENDING)), params)).all()
-        if rows:
-            await _write_daily(session, params, rows, {row.scope_id: BitMap(row.keys) for row in rows}, upsert="")
-    for month in sorted({day.replace(day=1) for day in days}):
-        await recompute_month(session, tenant_id, month)
+        await _count_hours(session, _NOT_PENDING, {**params, "taken": list(taken)})
+        await session.execute(text(_HOURLY.format(upsert="")), params)
+        listeners, _ = await _day_listeners(session, tenant_id, first, last, _NOT_PENDING_PS, {"taken": list(taken)})
+        await _write_daily(session, tenant_id, listeners, upsert="")
+        for month in sorted({day.replace(day=1) for day in days_between(first, last)}):
+            await recompute_month(session, tenant_id, month)
 
 
 async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: Sequence[int]) -> None:
@@ -172,43 +269,39 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
     into the day's and the month's bitmaps. Reads only those batches' events."""
     start, end = day_bounds(day)
     params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS, "batches": list(batches)}
-    await session.execute(text(_NUMBER.format(numbering=_OF_BATCHES)), params)
-    await session.execute(text(_HOURLY.format(events=_OF_BATCHES, upsert=_HOURLY_ADD)), params)
-    rows = (await session.execute(text(_DAILY.format(events=_OF_BATCHES)), params)).all()
-    if not rows:
+    await _number(session, _OF_BATCHES, params)
+    await _count_hours(session, _OF_BATCHES, params)
+    await session.execute(text(_HOURLY.format(upsert=_HOURLY_ADD)), params)
+    new, wider = await _day_listeners(session, tenant_id, day, day, _OF_BATCHES_PS, {"batches": list(batches)})
+    if not new:
         return
-    new = {row.scope_id: BitMap(row.keys) for row in rows}
     stored = await fetch_binary(
         session,
         "SELECT scope_id, listeners FROM listener_daily WHERE tenant_id = %(t)s AND day = %(day)s "
         "AND scope_id = ANY(%(scopes)s)",
-        {"t": tenant_id, "day": day, "scopes": list(new)},
+        {"t": tenant_id, "day": day, "scopes": [scope for scope, _ in new]},
     )
-    merged = dict(new)
+    monthly = {scope: BitMap(listeners) for (scope, _), listeners in new.items() if scope in wider}
     for scope_id, bitmap in stored:
-        merged[scope_id] = BitMap.deserialize(bitmap) | new[scope_id]
-    await _write_daily(session, params, rows, merged, upsert=_DAILY_ADD)
-    monthly = {row.scope_id: new[row.scope_id] for row in rows if row.monthly}
+        new[(scope_id, day)] |= BitMap.deserialize(bitmap)
+    # Counts are added by the upsert; the bitmaps are the merged ones.
+    await _write_daily(session, tenant_id, new, upsert=_DAILY_ADD)
     await _add_to_month(session, tenant_id, day.replace(day=1), monthly)
 
 
-async def _write_daily(
-    session: AsyncSession, params: dict[str, Any], rows: Sequence[Any], listeners: dict[uuid.UUID, BitMap], upsert: str
-) -> None:
-    """Insert (or with ``upsert``, add) the daily rows: counts from ``rows``, listeners from ``listeners``."""
-    columns: dict[str, list[Any]] = {name: [] for name in ("scopes", "events", *COUNTS, "listen_seconds")}
-    uniques, bitmaps = [], []
-    for row in rows:
-        columns["scopes"].append(row.scope_id)
-        columns["events"].append(row.events)
-        for name in (*COUNTS, "listen_seconds"):
-            columns[name].append(getattr(row, name))
-        members = listeners[row.scope_id]
+async def _write_daily(session: AsyncSession, tenant_id: uuid.UUID, listeners: Listeners, upsert: str) -> None:
+    """Insert (or with ``upsert``, add) the daily rows of the days in ``hour_counts``: its counts, and the
+    given listeners."""
+    scopes, days, uniques, bitmaps = [], [], [], []
+    for (scope_id, day), members in listeners.items():
         members.run_optimize()  # as BitMap(keys) does: a merged bitmap is stored as a recount's would be
+        scopes.append(scope_id)
+        days.append(day)
         uniques.append(len(members))
         bitmaps.append(members.serialize())
     await session.execute(
-        text(_INSERT_DAILY.format(upsert=upsert)), {**params, **columns, "uniques": uniques, "bitmaps": bitmaps}
+        text(_INSERT_DAILY.format(upsert=upsert)),
+        {"t": tenant_id, "all": ALL_PODCASTS, "scopes": scopes, "days": days, "uniques": uniques, "bitmaps": bitmaps},
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.events.partitions import runs_of_days
 from castmetrics.measurement import urls
 
 ALL_PODCASTS = uuid.UUID(int=0)
@@ -55,16 +56,19 @@ _DOWNLOADS = f"""
                ELSE 0 END
 """
 
-# The requests a whole-day recount reads: all but those of batches still pending besides the log rows it
-# answers (``taken``); ``add`` brings those later.
+# The requests a recount of whole days reads: all but those of batches still pending besides the log rows
+# it answers (``taken``); ``add`` brings those later.
 _NOT_PENDING = (
     "AND NOT EXISTS (SELECT 1 FROM rollup_invalidations i WHERE i.tenant_id = :t AND i.kind = 'download' "
-    "AND i.day = :day AND i.batch_id = r.batch_id AND i.id <> ALL(CAST(:taken AS bigint[])))"
+    "AND i.day = (r.requested_at AT TIME ZONE 'UTC')::date AND i.batch_id = r.batch_id "
+    "AND i.id <> ALL(CAST(:taken AS bigint[])))"
 )
-_RECOUNTED = _DOWNLOADS.replace("GROUP BY r.episode_id", f"{_NOT_PENDING} GROUP BY r.episode_id", 1)
+_RECOUNTED = _DOWNLOADS.replace(
+    "SELECT r.episode_id,", "SELECT (r.requested_at AT TIME ZONE 'UTC')::date AS day, r.episode_id,", 1
+).replace("GROUP BY r.episode_id", f"{_NOT_PENDING} GROUP BY r.episode_id", 1)
 
-# The day's downloads are worked out once into a temporary table (with each episode's podcast), then
-# every rollup is grouped from it.
+# The downloads of a run of days are worked out once into a temporary table (with each episode's podcast),
+# then every rollup is grouped from it.
 _SCOPE = """CASE WHEN grouping(d.episode_id) = 0 THEN d.episode_id
                 WHEN grouping(d.podcast_id) = 0 THEN d.podcast_id
                 ELSE CAST(:all AS uuid) END"""
@@ -75,34 +79,34 @@ _RECOMPUTE = [
     CREATE TEMPORARY TABLE day_downloads ON COMMIT DROP AS
     SELECT d.*, ep.podcast_id FROM ({_RECOUNTED}) d LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = d.episode_id
     """,
-    "DELETE FROM download_daily WHERE tenant_id = :t AND day = :day",
+    "DELETE FROM download_daily WHERE tenant_id = :t AND day BETWEEN :first AND :last",
     """
     INSERT INTO download_daily
         (tenant_id, day, episode_id, country, app, device, device_category, downloads)
-    SELECT :t, :day, episode_id, country, app, device, device_category, count(*)
+    SELECT :t, day, episode_id, country, app, device, device_category, count(*)
     FROM day_downloads
-    GROUP BY episode_id, country, app, device, device_category
+    GROUP BY day, episode_id, country, app, device, device_category
     """,
-    "DELETE FROM download_breakdown_daily WHERE tenant_id = :t AND day = :day",
+    "DELETE FROM download_breakdown_daily WHERE tenant_id = :t AND day BETWEEN :first AND :last",
     f"""
     INSERT INTO download_breakdown_daily (tenant_id, day, scope_id, dimension, key, downloads, listeners)
-    SELECT :t, :day, {_SCOPE}, d.dimension, d.key, count(*), count(DISTINCT d.client_hash)
+    SELECT :t, d.day, {_SCOPE}, d.dimension, d.key, count(*), count(DISTINCT d.client_hash)
     FROM (
-        SELECT x.episode_id, x.podcast_id, x.client_hash, v.dimension, v.key
+        SELECT x.day, x.episode_id, x.podcast_id, x.client_hash, v.dimension, v.key
         FROM day_downloads x
         CROSS JOIN LATERAL (VALUES ('country', x.country), ('app', x.app), ('device', x.device),
                                    ('device_category', x.device_category)) AS v(dimension, key)
     ) d
-    GROUP BY GROUPING SETS ((d.dimension, d.key, d.episode_id), (d.dimension, d.key, d.podcast_id),
-                            (d.dimension, d.key))
+    GROUP BY GROUPING SETS ((d.day, d.dimension, d.key, d.episode_id), (d.day, d.dimension, d.key, d.podcast_id),
+                            (d.day, d.dimension, d.key))
     {_SCOPES_HAVING}
     """,
-    "DELETE FROM download_listeners_daily WHERE tenant_id = :t AND day = :day",
+    "DELETE FROM download_listeners_daily WHERE tenant_id = :t AND day BETWEEN :first AND :last",
     f"""
     INSERT INTO download_listeners_daily (tenant_id, day, scope_id, downloads, listeners)
-    SELECT :t, :day, {_SCOPE}, count(*), count(DISTINCT d.client_hash)
+    SELECT :t, d.day, {_SCOPE}, count(*), count(DISTINCT d.client_hash)
     FROM day_downloads d
-    GROUP BY GROUPING SETS ((d.episode_id), (d.podcast_id), ())
+    GROUP BY GROUPING SETS ((d.day, d.episode_id), (d.day, d.podcast_id), (d.day))
     {_SCOPES_HAVING.replace("HAVING", "HAVING count(*) > 0 AND (")})
     """,
     # A download happens at its first request of the day: hourly counts for hours and time zones.
@@ -280,11 +284,15 @@ async def recompute(
 ) -> None:
     """Replace the download rollups of ``days`` with what the recorded requests say now (matching again
     those that matched no episode). ``taken``: the log rows this work answers; the requests of batches whose
-    log rows are still pending besides them are left out, for ``add`` to bring when their turn comes."""
-    for day in sorted(set(days)):
-        start, end = day_bounds(day)
+    log rows are still pending besides them are left out, for ``add`` to bring when their turn comes.
+    Consecutive days are done together: a run of days costs a few statements, not a few per day."""
+    for first, last in runs_of_days(days):
+        start, end = day_bounds(first)[0], day_bounds(last)[1]
         await match_late(session, tenant_id, start, end)
-        params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS, "taken": list(taken)}
+        params = {
+            "t": tenant_id, "first": first, "last": last, "start": start, "end": end, "all": ALL_PODCASTS,
+            "taken": list(taken),
+        }  # fmt: skip
         for statement in _RECOMPUTE:
             await session.execute(text(statement), params)
 

@@ -13,6 +13,7 @@ the next cycle, and the days it touches are read from raw rows meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -44,6 +45,10 @@ RECOMPUTE: dict[str, Callable[[AsyncSession, uuid.UUID, Iterable[date], Sequence
 ADD: dict[str, Callable[[AsyncSession, uuid.UUID, date, Sequence[int]], Awaitable[None]]] = {
     "listener": listener_rollups.add,
     "download": counting.add,
+}
+# What a kind does over a rebuild's chunk of days, in a transaction of its own, before the chunk is rebuilt.
+PREPARE: dict[str, Callable[[AsyncSession, uuid.UUID, date, date], Awaitable[None]]] = {
+    "listener": listener_rollups.number_listeners,
 }
 # Where each kind's raw rows are, and their time column: a batch's rows of one day are counted there when
 # its log rows did not say how many there were (the prefix's recorder notes days only).
@@ -95,9 +100,11 @@ class Cycle:
         }
 
 
-async def _lock(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    # One refresh or rebuild per tenant at a time, across every worker.
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"rollups:{tenant_id}"})
+async def _lock(session: AsyncSession, tenant_id: uuid.UUID, *, shared: bool = False) -> None:
+    """One refresh per tenant at a time, across every worker, and none while a rebuild runs; the chunks of
+    a rebuild (disjoint runs of days) take it shared and may run side by side."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await session.execute(text(f"SELECT {function}(hashtext(:k))"), {"k": f"rollups:{tenant_id}"})
 
 
 async def _recompute_kind(
@@ -197,9 +204,13 @@ async def refresh(session: AsyncSession, tenant_id: uuid.UUID, *, cycle_events: 
 async def rebuild(
     session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date, kinds: tuple[str, ...] = ("listener",)
 ) -> int:
-    """Recompute every day from ``first`` to ``last`` from raw events; answers the days done. The log rows
-    pending for those days when it starts are answered with them; batches committed meanwhile keep theirs."""
-    await _lock(session, tenant_id)
+    """Recompute every day from ``first`` to ``last`` from raw rows, in this transaction; answers the days
+    done. The log rows pending for those days when it starts are answered with them; batches committed
+    meanwhile keep theirs. (``rebuild_range`` splits a long range into transactions and skips days past the
+    retention.)"""
+    await _lock(session, tenant_id, shared=True)
+    # One run of days is a few large statements: sorts and hashes in memory rather than on disk.
+    await session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     pending = (
         (
@@ -222,6 +233,76 @@ async def rebuild(
             {"t": tenant_id, "ids": list(pending)},
         )
     return len(days)
+
+
+REBUILD_WORK_MEM = "256MB"
+REBUILD_CHUNK_DAYS = 31
+
+
+@dataclass
+class Rebuilt:
+    """What ``rebuild_range`` did for one tenant: days rebuilt, and days left alone because their raw rows
+    are past the retention (rebuilding them would erase the only copy of their totals)."""
+
+    days: int = 0
+    skipped: list[date] = field(default_factory=list)
+
+
+def rebuild_chunks(first: date, last: date, keep_from: date, chunk_days: int = REBUILD_CHUNK_DAYS) -> tuple[
+    list[tuple[date, date]], list[date]
+]:  # fmt: skip
+    """[first, last] cut into runs of at most ``chunk_days`` days that do not cross a month (a month's
+    listener bitmaps are rebuilt once per chunk), and the days before ``keep_from`` left out."""
+    skipped = [
+        first + timedelta(days=n) for n in range(max(0, (min(last + timedelta(days=1), keep_from) - first).days))
+    ]
+    day = max(first, keep_from)
+    chunks: list[tuple[date, date]] = []
+    while day <= last:
+        next_month = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+        end = min(last, next_month - timedelta(days=1), day + timedelta(days=chunk_days - 1))
+        chunks.append((day, end))
+        day = end + timedelta(days=1)
+    return chunks, skipped
+
+
+async def rebuild_range(
+    db: Database,
+    tenant_id: uuid.UUID,
+    first: date,
+    last: date,
+    kinds: tuple[str, ...],
+    *,
+    keep_from: date,
+    progress: Callable[[int], None] | None = None,
+    chunk_days: int = REBUILD_CHUNK_DAYS,
+    jobs: int = 2,
+) -> Rebuilt:
+    """Rebuild a tenant's rollups of [first, last] from raw rows, a chunk of days per transaction (large
+    statements over many days at once), ``jobs`` chunks at a time on as many connections; ``progress`` is
+    told the days of each chunk done. Days before ``keep_from`` (the oldest day the retention keeps raw rows
+    of) are skipped and reported, never cleared."""
+    chunks, skipped = rebuild_chunks(first, last, keep_from, chunk_days)
+    done = Rebuilt(skipped=skipped)
+    # One unit of work per chunk and kind; the day counts once, when its last kind is done.
+    queue = [(start, end, kind, kind == kinds[-1]) for start, end in chunks for kind in kinds]
+    queue.reverse()
+
+    async def worker() -> None:
+        while queue:
+            start, end, kind, last_kind = queue.pop()
+            if kind in PREPARE:
+                await run_in_tenant(db, str(tenant_id), PREPARE[kind], tenant_id, start, end)
+            days = await run_in_tenant(db, str(tenant_id), rebuild, tenant_id, start, end, (kind,))
+            if last_kind:
+                done.days += days
+                if progress is not None:
+                    progress(days)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, min(jobs, len(queue)))):
+            group.create_task(worker())
+    return done
 
 
 async def refresh_cycle(db: Database, *, cycle_events: int, tenant_ids: list[uuid.UUID] | None = None) -> Cycle:
