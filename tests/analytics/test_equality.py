@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from castmetrics.analytics import service as analytics
+from castmetrics.analytics import sources
 from castmetrics.db.session import Database
 from castmetrics.measurement.recorder import Recorder
 from castmetrics.rollups import service as rollups_service
@@ -161,4 +162,73 @@ async def test_unique_listeners_over_whole_months_use_monthly_bitmaps_and_equal_
     before = await answers(False)
     assert before == await answers(True)
     await rollups_service.refresh_all(db)
+    assert await answers(False) == before
+
+
+async def test_totals_over_whole_months_use_monthly_totals_and_equal_raw_counts(
+    traffic: Traffic, db: Database, client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    today = traffic.days[0]
+    days = [today - timedelta(days=n) for n in range(75)]  # two whole months at least
+    await add_traffic(client, traffic.show, recorder, days, random.Random(23), count=600)
+    await rollups_service.refresh_all(db)
+    tenant_id = traffic.show.team.tenant_id
+    first, last = days[-1], today
+    edges = sources.bucket_edges([analytics.period(first, last, ZoneInfo("UTC"))])
+    assert len(sources.whole_months(edges, [])) >= 2
+
+    async def answers(raw: bool) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        async with db.tenant_transaction(tenant_id) as session:
+            for scope in scopes(traffic):
+                name = f"{scope.kind}:{scope.id}"
+                found[f"{name}:summary"] = await analytics.summary(
+                    session, scope, first, last, ZoneInfo("UTC"), from_raw=raw
+                )
+                for metric in analytics.TOP_METRICS:
+                    found[f"{name}:top:{metric}"] = await analytics.top_episodes(
+                        session, scope, metric, first, last, ZoneInfo("UTC"), 10, from_raw=raw
+                    )
+                for metric in ("downloads", "plays", "avg_listen_seconds"):
+                    buckets = analytics.make_buckets(first, last, ZoneInfo("UTC"), "month")
+                    found[f"{name}:{metric}:month"] = await analytics.series(
+                        session, scope, metric, buckets, from_raw=raw
+                    )
+        return found
+
+    async def monthly_equal_daily_sums() -> None:
+        async with db.tenant_transaction(tenant_id) as session:
+            for daily, monthly, column in (
+                ("listener_daily", "listener_totals_monthly", "plays"),
+                ("download_listeners_daily", "download_totals_monthly", "downloads"),
+            ):
+                summed = (
+                    await session.execute(
+                        text(
+                            f"SELECT scope_id, date_trunc('month', day)::date, sum({column}) FROM {daily} "
+                            f"GROUP BY 1, 2 HAVING sum({column}) <> 0 ORDER BY 1, 2"
+                        )
+                    )
+                ).all()
+                stored = (
+                    await session.execute(
+                        text(f"SELECT scope_id, month, {column} FROM {monthly} WHERE {column} <> 0 ORDER BY 1, 2")
+                    )
+                ).all()
+                assert [tuple(row) for row in stored] == [tuple(row) for row in summed] and stored, monthly
+
+    assert await answers(False) == await answers(True)
+    await monthly_equal_daily_sums()
+    # late traffic in the middle of a whole month: that month is read day by day until the refresh adds it
+    middle = (today.replace(day=1) - timedelta(days=20)).replace(day=15)
+    await add_traffic(client, traffic.show, recorder, [middle], random.Random(29), count=40)
+    before = await answers(False)
+    assert before == await answers(True)
+    await rollups_service.refresh_all(db)
+    assert await answers(False) == before
+    await monthly_equal_daily_sums()
+    # a rebuild sums the months again: the same totals
+    async with db.tenant_transaction(tenant_id) as session:
+        await rollups_service.rebuild(session, tenant_id, first, last, kinds=("listener", "download"))
+    await monthly_equal_daily_sums()
     assert await answers(False) == before

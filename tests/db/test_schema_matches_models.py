@@ -36,6 +36,8 @@ NON_ORM_TABLES = {
     "download_listeners_daily": "IAB v2 listeners per day (measurement/counting.py)",
     "download_sketches": "HyperLogLog sketches of listeners (measurement/sketches.py)",
     "download_sketches_monthly": "monthly unions of the listener sketches (measurement/sketches.py)",
+    "listener_totals_monthly": "monthly sums of the daily listener rollup (events/rollups.py, analytics)",
+    "download_totals_monthly": "monthly sums of the daily IAB downloads (measurement/counting.py, analytics)",
     "usage_monthly": "metered usage, upserted by SQL (quotas/service.py)",
     "ingest_buckets": "ingest rate token buckets, updated by SQL (quotas/service.py)",
     "user_metrics": "login counters, upserted by SQL (identity/service.py)",

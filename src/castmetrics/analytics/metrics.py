@@ -79,10 +79,13 @@ class Measure(Protocol):
 
 
 def _add(totals: dict[Key, dict[str, float]], rows: Result[Any], columns: Sequence[str]) -> None:
+    """Add rows (``b``, ``episode``, then ``columns`` in order) into the totals."""
     for row in rows:
-        into = totals[(row.b - 1, row.episode)]
-        for column in columns:
-            into[column] += float(getattr(row, column) or 0)
+        b, episode, *values = tuple(row)
+        into = totals[(b - 1, episode)]
+        for column, value in zip(columns, values, strict=True):
+            if value:
+                into[column] += float(value)
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,6 +11,7 @@ sketches know (the daily salt hides a client across days).
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
@@ -161,7 +162,8 @@ async def top_episodes(
         value = chosen.of(totals)
         if episode is not None and value:
             values[episode] = value
-    ranked = sorted(values.items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
+    # most first, then by id (a UUID orders as its text does)
+    ranked = heapq.nsmallest(limit, values.items(), key=lambda kv: (-kv[1], kv[0]))
     if not ranked:
         return []
     rows = await session.execute(

@@ -8,6 +8,7 @@ read; how their rows add up to an answer is the measures' business (``metrics.py
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -232,6 +233,7 @@ class Tallies:
     tables: Mapping[Source, str]  # the rollup table of each rollup source
     raw: RawRows
     raw_sums: str  # the columns, counted from raw rows
+    monthly: str | None = None  # the monthly totals of the daily rollup's rows, per scope
 
 
 _RAW_COUNTS = ", ".join(f"count(*) FILTER (WHERE e.event_type = '{t}') AS {c}" for c, t in rollups.COUNTS.items())
@@ -242,6 +244,7 @@ LISTENING = Tallies(
     {Source.DAILY: "listener_daily", Source.HOURLY: "listener_hourly"},
     LISTENER_EVENTS,
     f"{_RAW_COUNTS}, coalesce(sum({_RAW_LISTENED}), 0) AS listen_seconds",
+    monthly="listener_totals_monthly",
 )
 DOWNLOADING = Tallies(
     "download",
@@ -249,10 +252,26 @@ DOWNLOADING = Tallies(
     {Source.DAILY: "download_listeners_daily", Source.HOURLY: "download_hourly"},
     DOWNLOADS,
     "count(*) AS downloads",
+    monthly="download_totals_monthly",
 )
 
 
 # --- the readers --------------------------------------------------------------------------------------
+
+
+def whole_months(edges: Sequence[datetime], pending: Iterable[date]) -> list[date]:
+    """The months (first days) that lie whole inside one bucket of these UTC-midnight edges and hold no
+    pending day: read as one monthly total each."""
+    pending = set(pending)
+    found = []
+    for lo, hi in itertools.pairwise(edges):
+        month = lo.date().replace(day=1)
+        while month < hi.date():
+            following = (month + timedelta(days=32)).replace(day=1)
+            if month >= lo.date() and following <= hi.date() and not any(month <= p < following for p in pending):
+                found.append(month)
+            month = following
+    return found
 
 
 class Rollup:
@@ -287,6 +306,36 @@ class DailyRollup(Rollup):
     at = "(CAST(r.day AS timestamp) AT TIME ZONE 'UTC')"
     within = "r.day >= :first AND r.day <= :last"
     day = "r.day"
+
+    async def tallies(
+        self, session: AsyncSession, scope: Scope, tallies: Tallies, edges: Sequence[datetime], split: Split,
+        *, by_episode: bool,
+    ) -> Result[Any]:  # fmt: skip
+        """The settled rows' sums per bucket (and per episode): a bucket's whole months without a pending
+        day from the monthly totals, its other days from the daily rows."""
+        months = whole_months(edges, split.pending) if tallies.monthly else []
+        if not months:
+            return await super().tallies(session, scope, tallies, edges, split, by_episode=by_episode)
+        parts = []
+        for alias, table, at, where in (
+            ("r", tallies.tables[self.source], self.at,
+             f"{self.within} AND NOT ({self.day} = ANY(:pending)) AND r.day = ANY(CAST(:days AS date[]))"),
+            ("m", tallies.monthly, "(CAST(m.month AS timestamp) AT TIME ZONE 'UTC')",
+             "m.month = ANY(CAST(:months AS date[]))"),
+        ):  # fmt: skip
+            join, condition = scope.rollup_rows(alias, by_episode=by_episode)
+            sums = ", ".join(f"sum({alias}.{column}) AS {column}" for column in tallies.columns)
+            parts.append(
+                f"SELECT width_bucket({at}, CAST(:edges AS timestamptz[])) AS b, "
+                f"{f'{alias}.scope_id' if by_episode else 'NULL::uuid'} AS episode, {sums} FROM {table} {alias} "
+                f"{join} WHERE {alias}.tenant_id = :t AND {condition} AND {where} GROUP BY 1, 2"
+            )
+        totals = ", ".join(f"sum(x.{column}) AS {column}" for column in tallies.columns)
+        query = f"SELECT x.b, x.episode, {totals} FROM ({' UNION ALL '.join(parts)}) x GROUP BY 1, 2"
+        # the days outside those months, each looked up through the (tenant, day) index
+        in_months = {month.replace(day=1) for month in months}
+        days = [day for day in days_between(*utc_days(split.start, split.end)) if day.replace(day=1) not in in_months]
+        return await session.execute(text(query), split.params(scope, edges=list(edges), months=months, days=days))
 
     async def day_listeners(self, session: AsyncSession, scope: Scope, split: Split) -> Result[Any]:
         """Distinct listeners of each settled day: rows ``day``, ``unique_listeners``."""
@@ -377,17 +426,16 @@ class HourlyRollup(Rollup):
         its hour on, and of the day each window ends before that hour, come from the hourly rows: a 90-day
         window is at most 90 + 5 × 24 rows an episode, not 2,160."""
         longest = max(windows)
-        # [tail_n, launched + n days): the hours of the day a window ends (none when launched at midnight)
-        tail = "(h.hour >= e.d0_end + interval '{m} days' AND h.hour < e.launched + interval '{n} days')"
         whole = ", ".join(
             f"coalesce(sum(d.downloads) FILTER (WHERE d.day < e.d0 + {n}), 0) AS whole_{n}" for n in windows
         )
-        hours = ", ".join(
-            f"coalesce(sum(h.downloads) FILTER (WHERE (e.partial AND h.hour < e.d0_end) OR "
-            f"{tail.format(m=n - 1, n=n)}), 0) AS hours_{n}"
-            for n in windows
+        # The hour ranges read per episode: 0, the day of publication from its hour (when not at midnight),
+        # counted in every window; n, the hours of the day window n ends before that hour, in window n only.
+        ranges = ", ".join(
+            ["(0, e.launched, CASE WHEN e.partial THEN e.d0_end ELSE e.launched END)"]
+            + [f"({n}, e.d0_end + interval '{n - 1} days', e.launched + interval '{n} days')" for n in windows]
         )
-        ends = " OR ".join(tail.format(m=n - 1, n=n) for n in windows)
+        hours = ", ".join(f"coalesce(sum(h.downloads) FILTER (WHERE r.n IN (0, {n})), 0) AS hours_{n}" for n in windows)
         sums = ", ".join(f"w.whole_{n} + u.hours_{n} AS day_{n}" for n in windows)
         return await session.execute(
             text(
@@ -412,11 +460,11 @@ class HourlyRollup(Rollup):
                       AND NOT (d.day = ANY(:pending))
                 ) w
                 CROSS JOIN LATERAL (
-                    SELECT {hours} FROM download_hourly h
-                    WHERE h.tenant_id = :t AND h.scope_id = e.id
-                      AND h.hour >= e.launched AND h.hour < e.launched + interval '{longest} days'
-                      AND ((e.partial AND h.hour < e.d0_end) OR {ends})
-                      AND NOT ((h.hour AT TIME ZONE 'UTC')::date = ANY(:pending))
+                    SELECT {hours}
+                    FROM (VALUES {ranges}) AS r(n, lo, hi)
+                    JOIN download_hourly h ON h.tenant_id = :t AND h.scope_id = e.id AND h.hour >= r.lo
+                     AND h.hour < r.hi
+                    WHERE NOT ((h.hour AT TIME ZONE 'UTC')::date = ANY(:pending))
                 ) u
                 """
             ),

@@ -169,6 +169,17 @@ _DAILY_ADD = (
     + ", ".join(f"{c} = listener_daily.{c} + EXCLUDED.{c}" for c in ("events", *COUNTS, "listen_seconds"))
     + ", unique_listeners = EXCLUDED.unique_listeners, listeners = EXCLUDED.listeners"
 )
+# The month's totals of every scope: the new events' counts added (``add``; its day's month).
+_TOTALS = ("events", *COUNTS, "listen_seconds")
+_MONTH_ADD = f"""
+    INSERT INTO listener_totals_monthly AS o (tenant_id, scope_id, month, {", ".join(_TOTALS)})
+    SELECT :t, coalesce(h.episode_id, ep.podcast_id, CAST(:all AS uuid)), :month, {_SUMS}
+    FROM hour_counts h
+    LEFT JOIN episodes ep ON ep.tenant_id = :t AND ep.id = h.episode_id
+    GROUP BY GROUPING SETS ((h.episode_id), (ep.podcast_id), ())
+    HAVING grouping(h.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
+    ON CONFLICT (tenant_id, scope_id, month) DO UPDATE SET {", ".join(f"{c} = o.{c} + EXCLUDED.{c}" for c in _TOTALS)}
+"""
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -261,6 +272,7 @@ async def recompute(
         await _write_daily(session, tenant_id, listeners, upsert="")
         for month in sorted({day.replace(day=1) for day in days_between(first, last)}):
             await recompute_month(session, tenant_id, month)
+            await sum_month(session, tenant_id, month, "listener_daily", "listener_totals_monthly", _TOTALS)
 
 
 async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: Sequence[int]) -> None:
@@ -286,6 +298,7 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
         new[(scope_id, day)] |= BitMap.deserialize(bitmap)
     # Counts are added by the upsert; the bitmaps are the merged ones.
     await _write_daily(session, tenant_id, new, upsert=_DAILY_ADD)
+    await session.execute(text(_MONTH_ADD), {"t": tenant_id, "all": ALL_PODCASTS, "month": day.replace(day=1)})
     await _add_to_month(session, tenant_id, day.replace(day=1), monthly)
 
 
@@ -341,6 +354,23 @@ async def _write_month(
             "counts": [len(bitmap) for bitmap in unions.values()],
             "bitmaps": [bitmap.serialize() for bitmap in unions.values()],
         },
+    )
+
+
+async def sum_month(
+    session: AsyncSession, tenant_id: uuid.UUID, month: date, daily: str, monthly: str, columns: Sequence[str]
+) -> None:
+    """A month's totals of every scope summed again from its daily rows (after whole days were replaced)."""
+    end = (month + timedelta(days=32)).replace(day=1)
+    params = {"t": tenant_id, "month": month, "end": end}
+    await session.execute(text(f"DELETE FROM {monthly} WHERE tenant_id = :t AND month = :month"), params)
+    await session.execute(
+        text(
+            f"INSERT INTO {monthly} (tenant_id, scope_id, month, {', '.join(columns)}) "
+            f"SELECT :t, scope_id, :month, {', '.join(f'sum({c})' for c in columns)} FROM {daily} "
+            "WHERE tenant_id = :t AND day >= :month AND day < :end GROUP BY scope_id"
+        ),
+        params,
     )
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.events.partitions import runs_of_days
+from castmetrics.events.rollups import days_between, sum_month
 from castmetrics.measurement import urls
 
 ALL_PODCASTS = uuid.UUID(int=0)
@@ -228,6 +229,15 @@ _ADD = [
     ON CONFLICT (tenant_id, scope_id, hour) DO UPDATE SET downloads = o.downloads + EXCLUDED.downloads
     """,
     "DELETE FROM download_hourly WHERE tenant_id = :t AND hour >= :start AND hour < :end AND downloads = 0",
+    f"""
+    INSERT INTO download_totals_monthly AS o (tenant_id, scope_id, month, downloads)
+    SELECT :t, {_SCOPE}, :month, sum(d.sign)
+    FROM download_delta d
+    GROUP BY GROUPING SETS ((d.episode_id), (d.podcast_id), ())
+    HAVING ({_IN_SCOPE}) AND sum(d.sign) <> 0
+    ON CONFLICT (tenant_id, scope_id, month) DO UPDATE SET downloads = o.downloads + EXCLUDED.downloads
+    """,
+    "DELETE FROM download_totals_monthly WHERE tenant_id = :t AND month = :month AND downloads = 0",
     "DROP TABLE download_delta",
 ]
 
@@ -295,6 +305,10 @@ async def recompute(
         }  # fmt: skip
         for statement in _RECOMPUTE:
             await session.execute(text(statement), params)
+        for month in sorted({day.replace(day=1) for day in days_between(first, last)}):
+            await sum_month(
+                session, tenant_id, month, "download_listeners_daily", "download_totals_monthly", ["downloads"]
+            )
 
 
 async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: Sequence[int]) -> None:
@@ -304,7 +318,10 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
     cost, whatever the day already holds."""
     start, end = day_bounds(day)
     await match_late(session, tenant_id, start, end, batches)
-    params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS, "batches": list(batches)}
+    params = {
+        "t": tenant_id, "day": day, "month": day.replace(day=1), "start": start, "end": end, "all": ALL_PODCASTS,
+        "batches": list(batches),
+    }  # fmt: skip
     await session.execute(text("DROP TABLE IF EXISTS pg_temp.download_delta"), params)
     await session.execute(text(_DELTA), params)
     for statement in _ADD:
