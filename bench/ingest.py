@@ -11,7 +11,8 @@ a. reference: a raw binary COPY (psycopg, as the owner) of pre-built rows into t
    two runs are reported too;
 b. HTTP: ``castmetrics serve`` (one process, no job worker) taking batches of 5,000 events as JSON
    from a few concurrent clients for about 20 s: sustained events/s, its ratio to (a), the server's
-   peak RSS;
+   peak RSS; meanwhile a process of its own runs rollup refresh cycles as the periodic job does (every
+   5 s, ``rollups.service.refresh_cycle``), unless ``--no-refresh``: what it rolled up is reported;
 c. bulk import: ``castmetrics events import`` of an NDJSON file with its default options (for a file
    this size: one worker process per CPU, up to four): events/s as the command reports it (reading,
    validating and writing; the process start and its migration check are reported apart).
@@ -231,6 +232,58 @@ def reference_copy(owner_url: str, rows: list[tuple[Any, ...]]) -> float:
 # --- b. HTTP ---------------------------------------------------------------------------------------
 
 
+def _refresh_loop(runtime_url: str, stop: Any, done: Any, every: float) -> None:
+    """Refresh cycles every ``every`` seconds until ``stop`` is set (in a process of its own); adds the
+    cycles run and the events they rolled up to ``done`` (cycles, events, seconds)."""
+    from castmetrics.config import Settings
+    from castmetrics.db.session import Database
+    from castmetrics.rollups import service as rollups
+
+    async def loop() -> None:
+        db = Database(runtime_url, pool_size=1, max_overflow=0, application_name="bench-refresh")
+        cycle_events = Settings().rollup_cycle_events
+        try:
+            while not stop.is_set():
+                cycle = await rollups.refresh_cycle(db, cycle_events=cycle_events)
+                done[0] += 1
+                done[1] += cycle.events
+                done[2] += cycle.seconds
+                await asyncio.sleep(max(0.0, every - cycle.seconds))
+        finally:
+            await db.dispose()
+
+    asyncio.run(loop())
+
+
+@contextmanager
+def refreshing(runtime_url: str, enabled: bool, every: float = 5.0) -> Iterator[dict[str, Any]]:
+    """Rollup refresh cycles in another process while the block runs (as ``serve``'s job worker would);
+    the answer is filled in when it ends: cycles, events rolled up, seconds spent in cycles."""
+    import multiprocessing
+
+    report: dict[str, Any] = {"enabled": enabled}
+    if not enabled:
+        yield report
+        return
+    stop = multiprocessing.Event()
+    done = multiprocessing.Array("d", 3)
+    process = multiprocessing.Process(target=_refresh_loop, args=(runtime_url, stop, done, every), daemon=True)
+    process.start()
+    try:
+        yield report
+    finally:
+        stop.set()
+        process.join(timeout=120)
+        report.update(
+            {
+                "every_s": every,
+                "cycles": int(done[0]),
+                "events_rolled_up": int(done[1]),
+                "cycle_seconds": round(done[2], 2),
+            }
+        )
+
+
 def _server_env(owner_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTMETRICS_")}
     env.update(
@@ -394,6 +447,9 @@ def main() -> None:
     parser.add_argument("--http-events", type=int, default=1_500_000, help="at most this many over HTTP")
     parser.add_argument("--http-seconds", type=float, default=20.0, help="the HTTP phase's duration")
     parser.add_argument("--in-flight", type=int, default=3, help="concurrent HTTP requests")
+    parser.add_argument(
+        "--no-refresh", dest="refresh", action="store_false", help="no rollup refresh cycles during (b)"
+    )
     args = parser.parse_args()
 
     from castmetrics.config import Settings
@@ -432,7 +488,9 @@ def main() -> None:
         _empty_events(owner_url)
         print(f"b. HTTP ingestion for {args.http_seconds:.0f} s …", file=sys.stderr)
         load["http"] = [round(n, 2) for n in os.getloadavg()]
-        http = http_ingestion(owner_url, setup, bodies, args.in_flight, args.http_seconds, root / "serve.log")
+        with refreshing(runtime_url, args.refresh) as refreshed:
+            http = http_ingestion(owner_url, setup, bodies, args.in_flight, args.http_seconds, root / "serve.log")
+        http["refresh"] = refreshed
         load["http"].append(round(os.getloadavg()[0], 2))
         assert _count_events(owner_url) == http["events"] + BATCH  # and the warm-up batch
         reference_import = reference_run("before c")
@@ -465,6 +523,10 @@ def main() -> None:
         f">= 50,000/s: {_verdict(checks['http_events_per_s'])}; >= 0.40: {_verdict(checks['http_ratio'])}",
         f"{'   server peak RSS':<44} {http['server_peak_rss_mb']:>9.0f}M {'':>7} {'':>8}  "
         f"< 400 MB: {_verdict(checks['http_peak_rss_mb'])}",
+        f"   rollup refresh meanwhile (every 5 s, another process): {http['refresh'].get('cycles', 0)} cycles, "
+        f"{http['refresh'].get('events_rolled_up', 0):,} events rolled up"
+        if http["refresh"]["enabled"]
+        else "   no rollup refresh meanwhile (--no-refresh)",
         f"{'a. raw binary COPY (reference), before c':<44} {reference_import:>10,.0f} {'1.00':>7} "
         f"{reference_import / best:>8.2f}",
         f"{import_label:<44} {imported['events_per_s']:>10,.0f} {import_ratio:>7.2f} "

@@ -4,18 +4,18 @@ large number of events of the same tenant (issue 19).
 Against a fresh PostgreSQL (embedded, or a scratch database on ``DATABASE_URL``'s server), migrated by
 castmetrics: for each size, a tenant of its own (one podcast, 50 episodes) receives ``size`` listener
 events spread over today through the ingestion path (batches of 10,000, one transaction each), the
-rollups are brought up to date, then three times: a batch of 2,000 new events (new and returning
+rollups are brought up to date, then seven times: a batch of 2,000 new events (new and returning
 listeners) and one refresh cycle (``rollups.service.refresh_cycle``, as the job and ``castmetrics rollups
 refresh`` run it), timed alone. The reference is the small day's cycle in the same run.
 
 The download side is measured the same way (issue 19 item 2): a tenant of its own per size receives ``size``
 prefix requests spread over today (written as the recorder writes them: ``events.writer.write`` and the
 log, batches of 10,000; clients making about three requests each, 3% bots, some HEAD requests, probes
-and range-only clients that need two ranges to reach the minute of audio), then three times 2,000 new
+and range-only clients that need two ranges to reach the minute of audio), then seven times 2,000 new
 requests (half from clients the day knows) and one timed cycle.
 
 Targets: the large day's cycle (median) costs at most 1.5 × the small day's, and at most 0.5 s. Run
-``python -m bench.rollups [--large 500000]`` from the repository root; prints JSON and writes
+``python -m bench.rollups [--small 50000] [--large 2000000]`` from the repository root; prints JSON and writes
 ``bench/results/rollups.json``.
 """
 
@@ -38,6 +38,7 @@ from typing import Any
 from bench.ingest import APP_ROLE, _setup_tenant, fresh_database
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rollups.json"
+CYCLES = 7  # timed cycles per size; the median is compared
 NEW_EVENTS = 2_000
 BATCH = 10_000
 APPS = ("AppleCoreMedia", "Overcast", "Spotify", "Pocket Casts", "Castro")
@@ -91,7 +92,7 @@ async def _measure(owner_url: str, runtime_url: str, size: int, rng: random.Rand
         while (await rollups.refresh_cycle(runtime, cycle_events=10**9, tenant_ids=[tenant_id])).events:
             pass
         cycles = []
-        for _ in range(3):
+        for _ in range(CYCLES):
             # half of the new events from listeners the day knows, half from new ones
             await _ingest(runtime, tenant_id, _events(NEW_EVENTS, episodes, listeners * 2, rng))
             cycle = await rollups.refresh_cycle(runtime, cycle_events=10**9, tenant_ids=[tenant_id])
@@ -179,7 +180,7 @@ async def _measure_downloads(owner_url: str, runtime_url: str, size: int, rng: r
         while (await rollups.refresh_cycle(runtime, cycle_events=10**9, tenant_ids=[tenant_id])).events:
             pass
         cycles = []
-        for _ in range(3):
+        for _ in range(CYCLES):
             # half of the new requests from clients the day knows, half from new ones
             await _record(runtime, tenant_id, _requests(NEW_EVENTS, tenant_id, episodes, clients * 2, rng))
             cycle = await rollups.refresh_cycle(runtime, cycle_events=10**9, tenant_ids=[tenant_id])
@@ -198,7 +199,7 @@ async def _measure_downloads(owner_url: str, runtime_url: str, size: int, rng: r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=50_000)
-    parser.add_argument("--large", type=int, default=500_000)
+    parser.add_argument("--large", type=int, default=2_000_000)
     args = parser.parse_args()
     from castmetrics.config import Settings
     from castmetrics.db import migrate

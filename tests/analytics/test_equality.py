@@ -165,7 +165,7 @@ async def test_unique_listeners_over_whole_months_use_monthly_bitmaps_and_equal_
     assert await answers(False) == before
 
 
-async def test_totals_over_whole_months_use_monthly_totals_and_equal_raw_counts(
+async def test_totals_over_months_use_monthly_totals_and_equal_raw_counts(
     traffic: Traffic, db: Database, client: httpx.AsyncClient, recorder: Recorder
 ) -> None:
     today = traffic.days[0]
@@ -173,27 +173,36 @@ async def test_totals_over_whole_months_use_monthly_totals_and_equal_raw_counts(
     await add_traffic(client, traffic.show, recorder, days, random.Random(23), count=600)
     await rollups_service.refresh_all(db)
     tenant_id = traffic.show.team.tenant_id
-    first, last = days[-1], today
-    edges = sources.bucket_edges([analytics.period(first, last, ZoneInfo("UTC"))])
-    assert len(sources.whole_months(edges, [])) >= 2
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    month_before = (last_month - timedelta(days=1)).replace(day=1)
+    ranges = [
+        (days[-1], today),  # whole months inside
+        (month_before + timedelta(days=2), last_month + timedelta(days=26)),  # two months less a few days each
+    ]
+    for first, last in ranges:
+        plan = sources.plan_months(sources.bucket_edges([analytics.period(first, last, ZoneInfo("UTC"))]), [])
+        assert plan is not None and len(plan.months) >= 2
+    assert any(sign < 0 for _, _, sign in plan.days)  # the second range takes the days it leaves out away
 
     async def answers(raw: bool) -> dict[str, Any]:
         found: dict[str, Any] = {}
         async with db.tenant_transaction(tenant_id) as session:
-            for scope in scopes(traffic):
-                name = f"{scope.kind}:{scope.id}"
-                found[f"{name}:summary"] = await analytics.summary(
-                    session, scope, first, last, ZoneInfo("UTC"), from_raw=raw
-                )
-                for metric in analytics.TOP_METRICS:
-                    found[f"{name}:top:{metric}"] = await analytics.top_episodes(
-                        session, scope, metric, first, last, ZoneInfo("UTC"), 10, from_raw=raw
+            for first, last in ranges:
+                for scope in scopes(traffic):
+                    name = f"{first}:{scope.kind}:{scope.id}"
+                    found[f"{name}:summary"] = await analytics.summary(
+                        session, scope, first, last, ZoneInfo("UTC"), from_raw=raw
                     )
-                for metric in ("downloads", "plays", "avg_listen_seconds"):
-                    buckets = analytics.make_buckets(first, last, ZoneInfo("UTC"), "month")
-                    found[f"{name}:{metric}:month"] = await analytics.series(
-                        session, scope, metric, buckets, from_raw=raw
-                    )
+                    for metric in analytics.TOP_METRICS:
+                        found[f"{name}:top:{metric}"] = await analytics.top_episodes(
+                            session, scope, metric, first, last, ZoneInfo("UTC"), 10, from_raw=raw
+                        )
+                    for metric in ("downloads", "plays", "avg_listen_seconds"):
+                        for interval in ("month", "week"):
+                            buckets = analytics.make_buckets(first, last, ZoneInfo("UTC"), interval)
+                            found[f"{name}:{metric}:{interval}"] = await analytics.series(
+                                session, scope, metric, buckets, from_raw=raw
+                            )
         return found
 
     async def monthly_equal_daily_sums() -> None:

@@ -157,13 +157,17 @@ async def top_episodes(
     if chosen is None or not chosen.ranks_episodes:
         raise Unsupported(f"top episodes rank by one of {', '.join(TOP_METRICS)}", "metric")
     reading = await chosen.measure.read(session, scope, [period(first, last, zone)], from_raw=from_raw, by_episode=True)
-    values: dict[uuid.UUID, float] = {}
+    # Episodes come as the text of their ids (cheaper to read by the thousand than UUIDs), which order as
+    # the ids do: most first, then by id.
+    values: dict[str, float] = {}
     for (_, episode), totals in reading.totals.items():
         value = chosen.of(totals)
         if episode is not None and value:
             values[episode] = value
-    # most first, then by id (a UUID orders as its text does)
-    ranked = heapq.nsmallest(limit, values.items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = [
+        (uuid.UUID(episode), value)
+        for episode, value in heapq.nsmallest(limit, values.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     if not ranked:
         return []
     rows = await session.execute(
