@@ -3,6 +3,7 @@ events, continues where it stopped, and `castmetrics rollups refresh` runs one a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -144,3 +145,39 @@ async def test_the_refresh_command_runs_one_cycle_and_reports_it(
     assert "One cycle:" in worded.stdout
     missing = _refresh_cli(settings, "--tenant", "no-such-tenant", cycle_events=300)
     assert missing.returncode == 2 and "no tenant" in missing.stderr
+
+
+async def test_a_burst_gets_fresh_statistics_before_a_cycle_reads_it(
+    client: httpx.AsyncClient, db: Database, owner_db: Database, make_team: Any
+) -> None:
+    # given a day partition with a pending batch, which then receives 12,000 rows at once (autovacuum off for
+    # it, so that only the cycle may analyze it)
+    team = await make_team("pro")
+    episode = await _episode(client, team)
+    await _send(client, team, episode, 10)
+    async with owner_db.transaction() as session:
+        day = (await session.execute(text("SELECT max(day) FROM rollup_invalidations"))).scalar_one()
+        partition = f"castmetrics_events.listener_events_p{day:%Y%m%d}"
+        await session.execute(text(f"ALTER TABLE {partition} SET (autovacuum_enabled = false)"))
+    async with owner_db.tenant_transaction(team.tenant_id) as session:
+        await session.execute(
+            text(
+                f"INSERT INTO {partition} (tenant_id, id, episode_id, listener_id, event_type, occurred_at) "
+                "SELECT :t, gen_random_uuid(), :e, 'burst-' || n, 'play', :at FROM generate_series(1, 12000) n"
+            ),
+            {"t": team.tenant_id, "e": uuid.UUID(episode), "at": datetime.combine(day, datetime.min.time(), UTC)},
+        )
+        await session.execute(text("SELECT pg_stat_force_next_flush()"))
+    modified = "SELECT pg_stat_get_mod_since_analyze(CAST(:p AS regclass))"
+    for _ in range(100):  # the inserting server process reports its counts once idle
+        async with owner_db.transaction() as session:
+            if (await session.execute(text(modified), {"p": partition})).scalar_one() >= 12000:
+                break
+        await asyncio.sleep(0.05)
+    # when a cycle runs, then it analyzes that partition first, once
+    async with db.transaction() as session:
+        assert (await session.execute(text("SELECT castmetrics_analyze_grown()"))).scalar_one() == [partition]
+    async with db.transaction() as session:
+        assert (await session.execute(text("SELECT castmetrics_analyze_grown()"))).scalar_one() == []
+    async with owner_db.transaction() as session:
+        assert (await session.execute(text(modified), {"p": partition})).scalar_one() == 0

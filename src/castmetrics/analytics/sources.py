@@ -399,16 +399,19 @@ class DailyRollup(Rollup):
                     days[day] = n
                 day += timedelta(days=1)
         query = (
-            "SELECT true, month, listeners FROM listener_monthly WHERE tenant_id = %(t)s "
+            "SELECT true, month, listeners, NULL::bytea FROM listener_monthly WHERE tenant_id = %(t)s "
             "AND scope_id = %(scope_id)s AND month = ANY(CAST(%(months)s AS date[])) UNION ALL "
-            "SELECT false, day, listeners FROM listener_daily WHERE tenant_id = %(t)s AND scope_id = %(scope_id)s "
-            "AND day = ANY(CAST(%(days)s AS date[]))"
+            "SELECT false, day, listeners, recent FROM listener_daily WHERE tenant_id = %(t)s "
+            "AND scope_id = %(scope_id)s AND day = ANY(CAST(%(days)s AS date[]))"
         )
         bitmaps: dict[int, list[BitMap]] = defaultdict(list)
-        for monthly, day, bitmap in await fetch_binary(
+        for monthly, day, bitmap, recent in await fetch_binary(
             session, query, scope.params(months=sorted(months), days=sorted(days))
         ):
-            bitmaps[(months if monthly else days)[day]].append(BitMap.deserialize(bitmap))
+            found = bitmaps[(months if monthly else days)[day]]
+            found.append(BitMap.deserialize(bitmap))
+            if recent is not None:  # the listeners the day gained since its bitmap was written whole
+                found.append(BitMap.deserialize(recent))
         return bitmaps
 
     async def day_clients(self, session: AsyncSession, scope: Scope, split: Split, days: Iterable[date]) -> Result[Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -61,7 +62,7 @@ _NUMBER = """
         FROM (
             SELECT DISTINCT e.listener_id FROM listener_events e
             WHERE e.tenant_id = :t AND e.occurred_at >= :start AND e.occurred_at < :end {numbering}
-              AND NOT EXISTS (SELECT 1 FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id)
+              AND {unnumbered}
         ) n
     ), numbered AS (
         INSERT INTO listener_keys (tenant_id, listener_id, key)
@@ -74,6 +75,13 @@ _NUMBER = """
     SELECT :t, max(key) FROM numbered HAVING count(*) > 0
     ON CONFLICT (tenant_id) DO UPDATE SET last_key = EXCLUDED.last_key
     """
+# Whether an event's listener has no number yet: whole days as an anti-join (the planner hashes the
+# tenant's numbers once), a few batches one index probe per event (a subquery the planner cannot turn into
+# a join that reads every number of the tenant: cost follows the batches, whatever the statistics say).
+_UNNUMBERED_DAYS = "NOT EXISTS (SELECT 1 FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id)"
+_UNNUMBERED_BATCHES = (
+    "(SELECT k.key FROM listener_keys k WHERE k.tenant_id = :t AND k.listener_id = e.listener_id) IS NULL"
+)
 # The new events' counts per (UTC hour, episode), worked out once (the one statement that reads their
 # payloads); hourly rows of every scope, and the days' counts, are grouped from it.
 _HOUR_COUNTS = f"""
@@ -145,9 +153,9 @@ _LISTENERS_JOIN = """
 # made (joined by scope and day).
 _INSERT_DAILY = f"""
     INSERT INTO listener_daily
-        (tenant_id, scope_id, day, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners)
+        (tenant_id, scope_id, day, events, {_COUNT_COLUMNS}, listen_seconds, unique_listeners, listeners, recent)
     SELECT :t, c.scope_id, c.day, {", ".join(f"c.{c}" for c in ("events", *COUNTS, "listen_seconds"))},
-           u.unique_listeners, u.listeners
+           u.unique_listeners, coalesce(u.listeners, ''::bytea), u.recent
     FROM (
         SELECT coalesce(h.episode_id, ep.podcast_id, CAST(:all AS uuid)) AS scope_id,
                h.day,
@@ -158,17 +166,26 @@ _INSERT_DAILY = f"""
         HAVING grouping(h.episode_id) = 0 OR grouping(ep.podcast_id) = 1 OR ep.podcast_id IS NOT NULL
     ) c
     JOIN unnest(CAST(:scopes AS uuid[]), CAST(:days AS date[]), CAST(:uniques AS bigint[]),
-                CAST(:bitmaps AS bytea[])) AS u(scope_id, day, unique_listeners, listeners)
+                CAST(:bitmaps AS bytea[]), CAST(:recents AS bytea[]))
+         AS u(scope_id, day, unique_listeners, listeners, recent)
       ON u.scope_id = c.scope_id AND u.day = c.day
     ORDER BY c.scope_id, c.day
     {{upsert}}
 """
-# Counts add up; the listeners are the merged bitmap the caller computed.
+# Counts add up; the listeners are what the caller worked out: a new whole bitmap (``recent`` then
+# empty), or only ``recent`` (``listeners`` given as NULL, proposed as an empty value, which no serialized
+# bitmap is: the stored bitmap stays as it is, not rewritten).
 _DAILY_ADD = (
     "ON CONFLICT (tenant_id, scope_id, day) DO UPDATE SET "
     + ", ".join(f"{c} = listener_daily.{c} + EXCLUDED.{c}" for c in ("events", *COUNTS, "listen_seconds"))
-    + ", unique_listeners = EXCLUDED.unique_listeners, listeners = EXCLUDED.listeners"
+    + ", unique_listeners = EXCLUDED.unique_listeners, "
+    "listeners = CASE WHEN octet_length(EXCLUDED.listeners) = 0 THEN listener_daily.listeners "
+    "ELSE EXCLUDED.listeners END, recent = EXCLUDED.recent"
 )
+# How large (serialized) a day's ``recent`` listeners may grow before they are folded into its bitmap:
+# small enough to stay inside the row (no TOAST), and never more than a share (1/FOLD_SHARE) of the bitmap.
+FOLD_BYTES = 2000
+FOLD_SHARE = 4
 # The month's totals of every scope: the new events' counts added (``add``; its day's month).
 _TOTALS = ("events", *COUNTS, "listen_seconds")
 _MONTH_ADD = f"""
@@ -237,7 +254,8 @@ async def _number(session: AsyncSession, events: str, params: dict[str, Any]) ->
     """Number the listeners of the events ``events`` picks that have no number yet. One transaction of a
     tenant at a time (chunks of a rebuild run side by side): the next one reads what this one gave out."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"listener-numbers:{params['t']}"})
-    await session.execute(text(_NUMBER.format(numbering=events)), params)
+    unnumbered = _UNNUMBERED_BATCHES if events == _OF_BATCHES else _UNNUMBERED_DAYS
+    await session.execute(text(_NUMBER.format(numbering=events, unnumbered=unnumbered)), params)
 
 
 async def number_listeners(session: AsyncSession, tenant_id: uuid.UUID, first: date, last: date) -> None:
@@ -289,33 +307,84 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
         return
     stored = await fetch_binary(
         session,
-        "SELECT scope_id, listeners FROM listener_daily WHERE tenant_id = %(t)s AND day = %(day)s "
+        "SELECT scope_id, listeners, recent FROM listener_daily WHERE tenant_id = %(t)s AND day = %(day)s "
         "AND scope_id = ANY(%(scopes)s)",
         {"t": tenant_id, "day": day, "scopes": [scope for scope, _ in new]},
     )
     monthly = {scope: BitMap(listeners) for (scope, _), listeners in new.items() if scope in wider}
-    for scope_id, bitmap in stored:
-        new[(scope_id, day)] |= BitMap.deserialize(bitmap)
-    # Counts are added by the upsert; the bitmaps are the merged ones.
-    await _write_daily(session, tenant_id, new, upsert=_DAILY_ADD)
+    # A stored day keeps its bitmap and gains the new listeners in ``recent`` (folded in once it grows):
+    # the cycle writes what is new, not the day's every listener again.
+    days: dict[tuple[uuid.UUID, date], DayListeners] = {key: DayListeners(members) for key, members in new.items()}
+    for scope_id, bitmap, recent in stored:
+        days[(scope_id, day)] = DayListeners.gained(bitmap, recent, new[(scope_id, day)])
+    # Counts are added by the upsert; the listeners are as worked out.
+    await _write_daily(session, tenant_id, days, upsert=_DAILY_ADD)
     await session.execute(text(_MONTH_ADD), {"t": tenant_id, "all": ALL_PODCASTS, "month": day.replace(day=1)})
     await _add_to_month(session, tenant_id, day.replace(day=1), monthly)
 
 
-async def _write_daily(session: AsyncSession, tenant_id: uuid.UUID, listeners: Listeners, upsert: str) -> None:
+def day_listeners(listeners: bytes, recent: bytes | None) -> BitMap:
+    """A stored day's listeners: its bitmap OR the listeners it gained since (``recent``)."""
+    members = BitMap.deserialize(listeners)
+    if recent is not None:
+        members |= BitMap.deserialize(recent)
+    return members
+
+
+@dataclass
+class DayListeners:
+    """What a daily row's listener columns become: the whole bitmap to store (None: the stored one stays),
+    the listeners gained since it was stored (``recent``), and the exact count of both."""
+
+    whole: BitMap | None
+    recent: BitMap | None = None
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.whole is not None and not self.count:
+            self.count = len(self.whole)
+
+    @classmethod
+    def gained(cls, stored: bytes, recent: bytes | None, new: BitMap) -> DayListeners:
+        """A stored day after ``new`` listeners: those it did not hold go to ``recent``, folded into a new
+        whole bitmap once ``recent`` outgrows ``FOLD_BYTES`` or a share of the stored bitmap."""
+        base = BitMap.deserialize(stored)
+        gained = new - base
+        if recent is not None:
+            gained |= BitMap.deserialize(recent)
+        count = len(base) + len(gained)
+        if not gained:
+            return cls(None, None, count)
+        gained.run_optimize()
+        if len(gained.serialize()) > min(FOLD_BYTES, len(stored) // FOLD_SHARE):
+            return cls(base | gained, None, count)
+        return cls(None, gained, count)
+
+
+async def _write_daily(
+    session: AsyncSession, tenant_id: uuid.UUID, listeners: dict[tuple[uuid.UUID, date], DayListeners] | Listeners,
+    upsert: str,
+) -> None:  # fmt: skip
     """Insert (or with ``upsert``, add) the daily rows of the days in ``hour_counts``: its counts, and the
-    given listeners."""
-    scopes, days, uniques, bitmaps = [], [], [], []
+    given listeners (bitmaps, or what ``add`` worked out)."""
+    scopes, days, uniques, bitmaps, recents = [], [], [], [], []
     for (scope_id, day), members in listeners.items():
-        members.run_optimize()  # as BitMap(keys) does: a merged bitmap is stored as a recount's would be
+        row = members if isinstance(members, DayListeners) else DayListeners(members)
+        for bitmap in (row.whole, row.recent):
+            if bitmap is not None:
+                bitmap.run_optimize()  # as BitMap(keys) does: a merged bitmap is stored as a recount's would be
         scopes.append(scope_id)
         days.append(day)
-        uniques.append(len(members))
-        bitmaps.append(members.serialize())
+        uniques.append(row.count)
+        bitmaps.append(None if row.whole is None else row.whole.serialize())
+        recents.append(None if row.recent is None else row.recent.serialize())
     await session.execute(
         text(_INSERT_DAILY.format(upsert=upsert)),
-        {"t": tenant_id, "all": ALL_PODCASTS, "scopes": scopes, "days": days, "uniques": uniques, "bitmaps": bitmaps},
-    )
+        {
+            "t": tenant_id, "all": ALL_PODCASTS, "scopes": scopes, "days": days, "uniques": uniques,
+            "bitmaps": bitmaps, "recents": recents,
+        },
+    )  # fmt: skip
 
 
 async def _add_to_month(session: AsyncSession, tenant_id: uuid.UUID, month: date, new: dict[uuid.UUID, BitMap]) -> None:
@@ -382,14 +451,14 @@ async def recompute_month(session: AsyncSession, tenant_id: uuid.UUID, month: da
     )
     rows = await fetch_binary(
         session,
-        "SELECT d.scope_id, d.listeners FROM listener_daily d WHERE d.tenant_id = %(t)s "
+        "SELECT d.scope_id, d.listeners, d.recent FROM listener_daily d WHERE d.tenant_id = %(t)s "
         "AND d.day >= %(month)s AND d.day < %(end)s AND (d.scope_id = %(all)s "
         "OR d.scope_id IN (SELECT p.id FROM podcasts p WHERE p.tenant_id = %(t)s))",
         {"t": tenant_id, "month": month, "end": end, "all": ALL_PODCASTS},
     )
     unions: dict[uuid.UUID, BitMap] = {}
-    for scope_id, bitmap in rows:
-        members = BitMap.deserialize(bitmap)
+    for scope_id, bitmap, recent in rows:
+        members = day_listeners(bitmap, recent)
         if scope_id in unions:
             unions[scope_id] |= members
         else:

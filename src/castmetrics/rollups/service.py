@@ -184,6 +184,9 @@ async def refresh(session: AsyncSession, tenant_id: uuid.UUID, *, cycle_events: 
     then remove the log rows taken. Safe against concurrent ingestion: a batch committed after the log
     was read keeps its own log rows."""
     await _lock(session, tenant_id)
+    # The cycle's statements read a few batches; over a big day the planner's estimates can pass the JIT
+    # threshold, and compiling (10+ ms a statement) would cost more than the statements themselves.
+    await session.execute(text("SET LOCAL jit = off"))
     done = TenantCycle(tenant_id)
     taken, done.events = await _take(session, tenant_id, cycle_events)
     if not taken:
@@ -310,9 +313,13 @@ async def refresh_cycle(db: Database, *, cycle_events: int, tenant_ids: list[uui
     transaction, taking at most ``cycle_events`` of its stored rows. One tenant's failure is logged and
     does not hold up the others (a lost database connection stops the cycle)."""
     started = time.perf_counter()
-    if tenant_ids is None:
-        async with db.transaction() as session:
+    async with db.transaction() as session:
+        # Fresh statistics for raw partitions a burst has outgrown (migration 0023), before they are read.
+        analyzed = (await session.execute(text("SELECT castmetrics_analyze_grown()"))).scalar_one()
+        if tenant_ids is None:
             tenant_ids = list((await session.execute(text("SELECT rollup_pending_tenants()"))).scalars())
+    if analyzed:
+        log.info("rollups.analyzed", tables=analyzed)
     cycle = Cycle()
     for tenant_id in tenant_ids:
         try:
