@@ -25,16 +25,40 @@ from castmetrics.tenancy import service as tenancy
 from castmetrics.tenancy.models import Tenant
 from castmetrics.tenancy.schemas import TenantCreate
 from tests.factories.identity import Team, build_team
+from tests.support.citus import CitusCluster
 from tests.support.http import asgi_client, free_port, wait_for
 
 TEST_APP_ROLE = "castmetrics_test_app"
+# The cluster's own tests run only on a cluster (``CASTMETRICS_TEST_CITUS=1``; README, "Running the suite on
+# Citus"): everything else runs on both.
+collect_ignore = [] if os.environ.get("CASTMETRICS_TEST_CITUS") == "1" else ["citus"]
+# The platform tables of cross-tenant claims (emails, API-key prefixes): emptied with the rest.
+PLATFORM_SCHEMA = "castmetrics_platform"
 # Rows the migrations seed: kept between tests.
 SEEDED_TABLES = frozenset({"alembic_version", "permissions", "feature_flags", "castmetrics_settings"})
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL on a running server: ``DATABASE_URL`` if set, else a fresh embedded one."""
+def citus_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CitusCluster | None]:
+    """With ``CASTMETRICS_TEST_CITUS=1``: a coordinator and two workers of the installed Citus, for the run."""
+    if os.environ.get("CASTMETRICS_TEST_CITUS") != "1":
+        yield None
+        return
+    cluster = CitusCluster(tmp_path_factory.mktemp("citus"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory, citus_cluster: CitusCluster | None) -> Iterator[str]:
+    """A superuser URL on a running server: a Citus coordinator (``CASTMETRICS_TEST_CITUS=1``),
+    ``DATABASE_URL`` if set, else a fresh embedded one."""
+    if citus_cluster is not None:
+        yield citus_cluster.url(citus_cluster.coordinator)
+        return
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
@@ -48,9 +72,15 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 @pytest.fixture(scope="session")
-def owner_url(postgres_admin_url: str) -> Iterator[str]:
+def owner_url(postgres_admin_url: str, citus_cluster: CitusCluster | None) -> Iterator[str]:
     """A database of this test run's own, dropped at the end."""
     name = f"castmetrics_test_{uuid.uuid4().hex[:10]}"
+    if citus_cluster is not None:
+        try:
+            yield citus_cluster.create_database(name)
+        finally:
+            citus_cluster.drop_database(name)
+        return
     with psycopg.connect(urls.libpq_url(postgres_admin_url), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -119,8 +149,10 @@ def clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
                 (list(SEEDED_TABLES),),
             )
         ]
-        if tables:
-            conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+        tables = [sql.Identifier(t) for t in tables] + [
+            sql.Identifier(PLATFORM_SCHEMA, t) for t in ("user_emails", "api_key_prefixes")
+        ]
+        conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(tables)))
 
 
 @pytest.fixture

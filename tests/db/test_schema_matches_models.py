@@ -60,7 +60,6 @@ PARTITION = re.compile(r"^(?:listener_events|attribution_events|download_request
 # (descending, partial and expression indexes the models would only repeat). An index a model declares
 # must exist as declared.
 DB_ONLY_UNIQUE_INDEXES = {
-    "uq_users_email": "on lower(email): an expression index",
     "uq_roles_name": "on (tenant_id, lower(name)): an expression index",
     "uq_platform_admins_email": "on lower(email): an expression index",
     "ux_workflow_executions_event": "partial (WHERE event_id IS NOT NULL): one execution per workflow and event",

@@ -180,6 +180,12 @@ async def update_episode(session: AsyncSession, actor: Actor, episode: Episode, 
 
 
 async def delete_episode(session: AsyncSession, actor: Actor, episode: Episode) -> None:
+    # Bookings of the episode keep running as bookings of the show (the key's ON DELETE SET NULL, done here
+    # too: on Citus the key cannot do it).
+    await session.execute(
+        text("UPDATE bookings SET episode_id = NULL WHERE tenant_id = :t AND episode_id = :e"),
+        {"t": episode.tenant_id, "e": episode.id},
+    )
     await session.delete(episode)
     await session.flush()
     await audit.record(

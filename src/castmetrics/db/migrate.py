@@ -11,7 +11,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
 from castmetrics.config import Settings
-from castmetrics.db import rls, roles, urls
+from castmetrics.db import citus, rls, roles, urls
 
 log = structlog.get_logger(__name__)
 
@@ -38,9 +38,19 @@ def upgrade(owner_url: str, revision: str = "head") -> None:
             config = alembic_config(owner_url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            on_citus = citus.is_citus(connection)
+            if on_citus:
+                citus.distribute(connection)
             problems = rls.tenant_isolation_violations(connection)
             if problems:
                 # Rolls the whole upgrade back: a schema that leaks across tenants never lands.
+                raise TenantIsolationError("; ".join(problems))
+        if on_citus:
+            # The shards, once committed (the check reads them over the workers' own connections): a
+            # cluster whose shards would leak refuses to start.
+            with engine.begin() as connection:
+                problems = citus.shard_isolation_violations(connection)
+            if problems:
                 raise TenantIsolationError("; ".join(problems))
     finally:
         engine.dispose()

@@ -11,14 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from castmetrics.db import urls
 
-# Transaction-local (the third argument): the setting ends with the transaction, so a pooled
-# connection never carries one tenant's context into the next transaction.
-_SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant_id, true)")
+
+def set_tenant_sql(tenant_id: uuid.UUID | str) -> str:
+    """The statement that makes a transaction act for ``tenant_id``. ``SET LOCAL``: the setting ends with
+    the transaction, so a pooled connection never carries one tenant's context into the next one; and on
+    Citus it is the form that reaches the workers' shards (``citus.propagate_set_commands = 'local'``),
+    where ``set_config()`` is not propagated and RLS would fail closed. The value is a parsed UUID, so the
+    literal cannot carry anything else."""
+    return f"SET LOCAL app.tenant_id = '{uuid.UUID(str(tenant_id))}'"
 
 
 async def set_tenant(session: AsyncSession, tenant_id: uuid.UUID | str) -> None:
     """Make the current transaction act for ``tenant_id``: RLS policies compare against it."""
-    await session.execute(_SET_TENANT, {"tenant_id": str(uuid.UUID(str(tenant_id)))})
+    await session.execute(text(set_tenant_sql(tenant_id)))
 
 
 class Database:

@@ -114,14 +114,14 @@ async def _add_user(
         password_hash=password_hash,
         email_verified=email_verified,
     )
+    # An email is one user's across every tenant: claimed in the platform table (migration 0024).
+    claimed = await session.execute(
+        text("SELECT platform_claim_email(:email, :t, :u)"), {"email": email, "t": tenant_id, "u": user.id}
+    )
+    if not claimed.scalar():
+        raise Conflict(f"the email {email!r} is already in use", field="email")
     session.add(user)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        if "uq_users_email" in str(exc.orig):
-            raise Conflict(f"the email {email!r} is already in use", field="email") from exc
-        raise
+    await session.flush()
     await session.refresh(user)
     return user
 
@@ -700,10 +700,18 @@ async def create_api_key(session: AsyncSession, principal: Principal, data: ApiK
     """A new key for the acting user; the full key is answered once and only its hash is stored."""
     if principal.api_key is not None:
         raise Forbidden("API keys cannot create API keys", reason="api_key_cannot_create_keys")
-    key, prefix = tokens.new_api_key()
+    while True:  # a prefix finds its key across every tenant (40 random bits: a clash is rare, not impossible)
+        key, prefix = tokens.new_api_key()
+        key_id = uuid.uuid4()
+        claimed = await session.execute(
+            text("SELECT platform_claim_api_key_prefix(:p, :t, :k)"),
+            {"p": prefix, "t": principal.tenant.id, "k": key_id},
+        )
+        if claimed.scalar():
+            break
     api_key = ApiKey(
         tenant_id=principal.tenant.id,
-        id=uuid.uuid4(),
+        id=key_id,
         user_id=principal.user.id,
         name=data.name,
         prefix=prefix,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -451,6 +451,11 @@ async def delete_booking(session: AsyncSession, actor: Actor, booking: Booking) 
             f"a {booking.status} booking cannot be deleted: set its status to cancelled instead",
             booking_status=booking.status,
         )
+    # Its make-goods lose the link (the key's ON DELETE SET NULL, done here too: on Citus the key cannot).
+    await session.execute(
+        text("UPDATE bookings SET make_good_of = NULL WHERE tenant_id = :t AND campaign_id = :c AND make_good_of = :b"),
+        {"t": booking.tenant_id, "c": booking.campaign_id, "b": booking.id},
+    )
     await session.delete(booking)
     await session.flush()
     await audit.record(
