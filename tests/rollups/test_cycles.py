@@ -83,6 +83,27 @@ async def test_a_flood_waits_its_turn_and_a_small_tenant_is_done_in_one_cycle(
     assert await _rolled_up(db, small.tenant_id) == 30
 
 
+async def test_the_periodic_job_runs_bounded_cycles_one_after_the_other_while_new_rows_remain(
+    client: httpx.AsyncClient, db: Database, make_team: Any
+) -> None:
+    # given a flood of three batches of 400 and cycles of at most 500 events
+    flood = await make_team("pro")
+    episode = await _episode(client, flood)
+    for _ in range(3):
+        await _send(client, flood, episode, 400)
+    # when the job's loop runs with time to spare, then it runs a bounded cycle per batch and one that finds
+    # nothing more, instead of one cycle per period
+    cycles = await rollups.refresh_while_pending(db, cycle_events=500, budget_seconds=600)
+    assert [cycle.events for cycle in cycles] == [400, 400, 400, 0]
+    assert await _rolled_up(db, flood.tenant_id) == 1200
+    # and with no time to spare it stops after one
+    await _send(client, flood, episode, 400)
+    await _send(client, flood, episode, 400)
+    assert [cycle.events for cycle in await rollups.refresh_while_pending(db, cycle_events=500, budget_seconds=0)] == [
+        400
+    ]
+
+
 async def test_a_batch_larger_than_a_cycle_is_taken_whole(
     client: httpx.AsyncClient, db: Database, make_team: Any
 ) -> None:

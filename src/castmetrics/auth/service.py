@@ -39,12 +39,12 @@ _USER = text(
                 WHERE r.tenant_id = u.tenant_id AND r.family_id = CAST(:sid AS uuid) AND r.user_id = u.id
                   AND r.revoked_at IS NULL
            )) AS session_live
-    FROM users u WHERE id = :u
+    FROM users u WHERE tenant_id = :t AND id = :u
     """
 )
-_API_KEY = text("SELECT id, user_id, name, prefix, scopes, revoked_at FROM api_keys WHERE id = :k")
+_API_KEY = text("SELECT id, user_id, name, prefix, scopes, revoked_at FROM api_keys WHERE tenant_id = :t AND id = :k")
 _TOUCH_API_KEY = text(
-    "UPDATE api_keys SET last_used_at = now() WHERE id = :k "
+    "UPDATE api_keys SET last_used_at = now() WHERE tenant_id = :t AND id = :k "
     "AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => :s))"
 )
 # The user's roles and the union of their permissions (a user without roles has neither).
@@ -54,9 +54,9 @@ _ROLES_AND_PERMISSIONS = text(
            coalesce((SELECT array_agg(DISTINCT rp.permission)
                      FROM user_roles ur2
                      JOIN role_permissions rp ON rp.tenant_id = ur2.tenant_id AND rp.role_id = ur2.role_id
-                     WHERE ur2.user_id = :u), '{}') AS permissions
+                     WHERE ur2.tenant_id = :t AND ur2.user_id = :u), '{}') AS permissions
     FROM user_roles ur JOIN roles r ON r.tenant_id = ur.tenant_id AND r.id = ur.role_id
-    WHERE ur.user_id = :u
+    WHERE ur.tenant_id = :t AND ur.user_id = :u
     """
 )
 USER_METRIC_UPSERT = text(
@@ -134,22 +134,24 @@ async def principal_in(
     """The principal of a user's own credentials (``user_id``, with the login session ``session_id`` of an
     access token) or of an API key (``api_key_id``), read in the request's tenant transaction; revoked
     keys, ended sessions and deactivated users are refused."""
-    session = scope.session
+    session, tenant_id = scope.session, scope.tenant.id
     api_key = None
     if api_key_id is not None:
-        key_row = (await session.execute(_API_KEY, {"k": api_key_id})).first()
+        key_row = (await session.execute(_API_KEY, {"t": tenant_id, "k": api_key_id})).first()
         if key_row is None or key_row.revoked_at is not None:
             raise Unauthorized("the API key is not valid")
         user_id = key_row.user_id
         api_key = ApiKeyContext(id=key_row.id, name=key_row.name, prefix=key_row.prefix, scopes=list(key_row.scopes))
-        await session.execute(_TOUCH_API_KEY, {"k": api_key_id, "s": API_KEY_TOUCH_INTERVAL.total_seconds()})
-    user_row = (await session.execute(_USER, {"u": user_id, "sid": session_id})).mappings().first()
+        await session.execute(
+            _TOUCH_API_KEY, {"t": tenant_id, "k": api_key_id, "s": API_KEY_TOUCH_INTERVAL.total_seconds()}
+        )
+    user_row = (await session.execute(_USER, {"t": tenant_id, "u": user_id, "sid": session_id})).mappings().first()
     if user_row is None or not user_row["is_active"]:
         raise Unauthorized("the account is deactivated or gone")
     if not user_row["session_live"]:
         raise Unauthorized("the session has ended: log in again")
     user = UserContext(**{k: v for k, v in user_row.items() if k != "session_live"})
-    access = (await session.execute(_ROLES_AND_PERMISSIONS, {"u": user.id})).one()
+    access = (await session.execute(_ROLES_AND_PERMISSIONS, {"t": tenant_id, "u": user.id})).one()
     permissions = effective_permissions(frozenset(access.permissions), api_key.scopes if api_key else None)
     return Principal(
         session=session,
