@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.analytics.metrics import BY_NAME, LISTENER_TALLIES, REGISTRY, Count, Measure, Metric, Reading, Summed
+from castmetrics.analytics.metrics import BY_NAME, LISTENER_TALLIES, REGISTRY, Measure, Reading
 from castmetrics.analytics.metrics import LISTENER_METRICS as LISTENER_METRICS
 from castmetrics.analytics.metrics import METRICS as METRICS
 from castmetrics.analytics.metrics import TOP_METRICS as TOP_METRICS
@@ -158,10 +156,7 @@ async def top_episodes(
     chosen = BY_NAME.get(metric)
     if chosen is None or not chosen.ranks_episodes:
         raise Unsupported(f"top episodes rank by one of {', '.join(TOP_METRICS)}", "metric")
-    bucket = period(first, last, zone)
-    if not from_raw:
-        scope = await rank_candidates(session, scope, chosen, bucket, limit)
-    reading = await chosen.measure.read(session, scope, [bucket], from_raw=from_raw, by_episode=True)
+    reading = await chosen.measure.read(session, scope, [period(first, last, zone)], from_raw=from_raw, by_episode=True)
     # Episodes come as the text of their ids (cheaper to read by the thousand than UUIDs), which order as
     # the ids do: most first, then by id.
     values: dict[str, float] = {}
@@ -192,56 +187,6 @@ async def top_episodes(
         for rank, (episode, value) in enumerate(ranked, 1)
         if episode in episodes
     ]
-
-
-async def rank_candidates(session: AsyncSession, scope: Scope, chosen: Metric, bucket: Bucket, limit: int) -> Scope:
-    """The scope narrowed to the episodes that can rank among the top ``limit`` by a summed count over a
-    period of whole UTC days, from bounds the monthly totals give (a few rows per episode): an episode's value
-    is at least the sum of its months that lie wholly in the period with no pending day, and at most the sum
-    of every month the period touches, each plus its pending days' raw rows. Episodes whose upper bound is
-    below the ``limit``-th largest lower bound cannot rank (that many beat them), so only the others' daily
-    rows are read. The scope unchanged where bounds do not apply."""
-    measure, value = chosen.measure, chosen.value
-    if not isinstance(measure, Summed) or not isinstance(value, Count) or measure.tallies.monthly is None:
-        return scope
-    if any(edge != edge.replace(hour=0, minute=0, second=0, microsecond=0) for edge in (bucket.start, bucket.end)):
-        return scope  # not whole UTC days: read from the hourly rollup
-    first, last = bucket.start.date(), bucket.end.date() - timedelta(days=1)
-    days = await split(session, scope, bucket.start, bucket.end, measure.events)
-    lower: dict[str, float] = defaultdict(float)
-    upper: dict[str, float] = defaultdict(float)
-    for span in days.raw_spans():  # pending days: raw rows, exact in both bounds
-        rows = await RAW_EVENTS.tallies(
-            session, scope, measure.tallies, [bucket.start, bucket.end], span, by_episode=True
-        )
-        at = 2 + measure.tallies.columns.index(value.column)  # rows: b, episode, then the columns
-        for row in rows:
-            episode, amount = tuple(row)[1], float(tuple(row)[at] or 0)
-            lower[episode] += amount
-            upper[episode] += amount
-    join, condition = scope.rollup_rows("m", by_episode=True)
-    rows = await session.execute(
-        text(
-            f"SELECT CAST(m.scope_id AS text) AS episode, m.month, CAST(m.{value.column} AS float8) AS amount "
-            f"FROM {measure.tallies.monthly} m {join} WHERE m.tenant_id = :t AND {condition} "
-            "AND m.month >= :first_month AND m.month <= :last"
-        ),
-        scope.params(first_month=first.replace(day=1), last=last),
-    )
-    pending = days.pending
-    for row in rows:
-        episode, month, amount = row.episode, row.month, row.amount
-        upper[episode] += amount
-        month_end = (month + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-        if first <= month and month_end <= last and not any(month <= day <= month_end for day in pending):
-            lower[episode] += amount
-    if len(lower) <= limit:
-        return scope
-    threshold = heapq.nlargest(limit, lower.values())[-1]
-    if threshold <= 0:
-        return scope
-    candidates = [episode for episode, bound in upper.items() if bound >= threshold]
-    return replace(scope, episodes=tuple(uuid.UUID(episode) for episode in candidates))
 
 
 # --- breakdowns ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -43,8 +43,6 @@ class Scope:
     kind: str  # episode | podcast | tenant
     tenant_id: uuid.UUID
     id: uuid.UUID | None = None
-    # Per-episode reads (``by_episode``) of only these episodes of the scope (ranking's candidates).
-    episodes: tuple[uuid.UUID, ...] | None = None
 
     @property
     def scope_id(self) -> uuid.UUID:
@@ -53,11 +51,6 @@ class Scope:
 
     def raw_filter(self, alias: str = "e", *, by_episode: bool = False) -> str:
         """The condition on raw rows (alias) that selects the scope's events."""
-        if by_episode and self.episodes is not None:
-            return f" AND {alias}.episode_id = ANY(:episodes)" + self._raw_filter(alias, by_episode=by_episode)
-        return self._raw_filter(alias, by_episode=by_episode)
-
-    def _raw_filter(self, alias: str, *, by_episode: bool) -> str:
         if by_episode and self.kind == "tenant":  # episodes that still exist, as in the rollup join
             return f" AND {alias}.episode_id IN (SELECT id FROM episodes WHERE tenant_id = :t)"
         if self.kind == "episode":
@@ -70,8 +63,6 @@ class Scope:
 
     def episode_filter(self, alias: str = "ep") -> str:
         """The condition on ``episodes`` (alias) that selects the scope's episodes."""
-        if self.episodes is not None:
-            return f" AND {alias}.id = ANY(:episodes)" + replace(self, episodes=None).episode_filter(alias)
         if self.kind == "episode":
             return f" AND {alias}.id = :scope_id"
         if self.kind == "podcast":
@@ -86,10 +77,7 @@ class Scope:
         return join, "TRUE" + self.episode_filter()
 
     def params(self, **more: Any) -> dict[str, Any]:
-        found = {"t": self.tenant_id, "scope_id": self.scope_id, **more}
-        if self.episodes is not None:
-            found["episodes"] = list(self.episodes)
-        return found
+        return {"t": self.tenant_id, "scope_id": self.scope_id, **more}
 
 
 @dataclass(frozen=True)
