@@ -34,11 +34,8 @@ NOTIFY_TRIGGERS = (
 )
 # Settings of the database on the cluster. The tenant setting reaches the workers only as ``SET LOCAL``
 # with ``propagate_set_commands`` (``db.session.set_tenant_sql``). Triggers on distributed tables run on
-# the shards; ours read no distributed table: the day partitions' tenant check reads only the statement's
-# new rows and the tenant setting, and the prefix directory's notifications (revision 0017) reach the
-# coordinator's listeners for tenants (a reference table has a placement there), while an episode's new
-# audio host, notified on a worker, is picked up by the directory's periodic reload.
-_SET_NULL = re.compile(r" ON DELETE SET (?:NULL|DEFAULT)(?: \([^)]*\))?")
+# the shards; the one kept (the day partitions' tenant check) reads only the statement's new rows and the
+# tenant setting, no distributed table.
 SETTINGS = {"citus.propagate_set_commands": "local", "citus.enable_unsafe_triggers": "on"}
 
 
@@ -131,10 +128,11 @@ def distribute(connection: Connection) -> list[str]:
                 {"t": table, "anchor": ANCHOR},
             )
         changed.append(table)
+    set_null = re.compile(r" ON DELETE SET (?:NULL|DEFAULT)(?: \([^)]*\))?")
     for key in keys:
         # Citus refuses ON DELETE SET NULL on a key that includes the distribution column: the services
         # clear those references before they delete (catalog.delete_episode, sponsorship.delete_booking).
-        definition = _SET_NULL.sub("", key.definition)
+        definition = set_null.sub("", key.definition)
         connection.exec_driver_sql(f'ALTER TABLE "{key.child}" ADD CONSTRAINT "{key.name}" {definition}')
     _plpgsql_definers(connection)
     if changed:
@@ -149,7 +147,7 @@ def _plpgsql_definers(connection: Connection) -> None:
     Idempotent: a function restated already is no longer SQL-language."""
     functions = connection.execute(
         text(
-            "SELECT p.oid::regprocedure::text AS signature, p.proname, "
+            "SELECT p.proname, "
             "pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result, "
             "p.proretset, p.provolatile, p.prosrc, p.proargnames, p.pronargs, p.proconfig "
             "FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "

@@ -250,11 +250,12 @@ async def _day_listeners(
     return out, wider
 
 
-async def _number(session: AsyncSession, events: str, params: dict[str, Any]) -> None:
-    """Number the listeners of the events ``events`` picks that have no number yet. One transaction of a
-    tenant at a time (chunks of a rebuild run side by side): the next one reads what this one gave out."""
+async def _number(session: AsyncSession, events: str, params: dict[str, Any], *, batches: bool = False) -> None:
+    """Number the listeners of the events ``events`` picks (whole days, or a few ``batches``) that have no
+    number yet. One transaction of a tenant at a time (chunks of a rebuild run side by side): the next one
+    reads what this one gave out."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"listener-numbers:{params['t']}"})
-    unnumbered = _UNNUMBERED_BATCHES if events == _OF_BATCHES else _UNNUMBERED_DAYS
+    unnumbered = _UNNUMBERED_BATCHES if batches else _UNNUMBERED_DAYS
     await session.execute(text(_NUMBER.format(numbering=events, unnumbered=unnumbered)), params)
 
 
@@ -299,7 +300,7 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
     into the day's and the month's bitmaps. Reads only those batches' events."""
     start, end = day_bounds(day)
     params = {"t": tenant_id, "day": day, "start": start, "end": end, "all": ALL_PODCASTS, "batches": list(batches)}
-    await _number(session, _OF_BATCHES, params)
+    await _number(session, _OF_BATCHES, params, batches=True)
     await _count_hours(session, _OF_BATCHES, params)
     await session.execute(text(_HOURLY.format(upsert=_HOURLY_ADD)), params)
     new, wider = await _day_listeners(session, tenant_id, day, day, _OF_BATCHES_PS, {"batches": list(batches)})
@@ -314,7 +315,7 @@ async def add(session: AsyncSession, tenant_id: uuid.UUID, day: date, batches: S
     monthly = {scope: BitMap(listeners) for (scope, _), listeners in new.items() if scope in wider}
     # A stored day keeps its bitmap and gains the new listeners in ``recent`` (folded in once it grows):
     # the cycle writes what is new, not the day's every listener again.
-    days: dict[tuple[uuid.UUID, date], DayListeners] = {key: DayListeners(members) for key, members in new.items()}
+    days = {key: DayListeners.of(members) for key, members in new.items()}
     for scope_id, bitmap, recent in stored:
         days[(scope_id, day)] = DayListeners.gained(bitmap, recent, new[(scope_id, day)])
     # Counts are added by the upsert; the listeners are as worked out.
@@ -337,12 +338,13 @@ class DayListeners:
     the listeners gained since it was stored (``recent``), and the exact count of both."""
 
     whole: BitMap | None
-    recent: BitMap | None = None
-    count: int = 0
+    recent: BitMap | None
+    count: int
 
-    def __post_init__(self) -> None:
-        if self.whole is not None and not self.count:
-            self.count = len(self.whole)
+    @classmethod
+    def of(cls, members: BitMap) -> DayListeners:
+        """A day written whole: these listeners, nothing gained since."""
+        return cls(members, None, len(members))
 
     @classmethod
     def gained(cls, stored: bytes, recent: bytes | None, new: BitMap) -> DayListeners:
@@ -369,7 +371,7 @@ async def _write_daily(
     given listeners (bitmaps, or what ``add`` worked out)."""
     scopes, days, uniques, bitmaps, recents = [], [], [], [], []
     for (scope_id, day), members in listeners.items():
-        row = members if isinstance(members, DayListeners) else DayListeners(members)
+        row = members if isinstance(members, DayListeners) else DayListeners.of(members)
         for bitmap in (row.whole, row.recent):
             if bitmap is not None:
                 bitmap.run_optimize()  # as BitMap(keys) does: a merged bitmap is stored as a recount's would be

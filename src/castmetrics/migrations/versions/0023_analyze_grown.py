@@ -1,6 +1,6 @@
 """Statistics that keep up with a burst, and day bitmaps that are not rewritten whole (issue 19).
 
-``castmetrics_analyze_grown()`` ``castmetrics_analyze_grown()`` analyzes the raw day
+``castmetrics_analyze_grown()`` analyzes the raw day
 partitions the rollups are about to read, and ``listener_keys``, when they have at least doubled (and by
 10,000 rows or more) since they were last analyzed. Autovacuum does the same about a minute later; until
 then a partition that held 56 k rows of one tenant when analyzed and now holds 2 M of another is planned as
