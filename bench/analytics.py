@@ -75,6 +75,12 @@ PUBLISH_DAYS = 600  # episodes are published over this many days, up to now
 BIG = {"podcasts": 50, "episodes": 100, "events": 20_000_000, "requests": 2_000_000, "listeners": 1_000_000}
 SMALL = {"podcasts": 1, "episodes": 20, "events": 50_000, "requests": 5_000, "listeners": 20_000}
 CLIENTS = {"big": 400_000, "small": 8_000}  # download clients per tenant (pool sizes)
+# What ``rollups rebuild`` writes (download sketches come from the recorder: generated, never rebuilt).
+ROLLUP_TABLES = (
+    "listener_daily", "listener_hourly", "listener_monthly", "listener_totals_monthly", "listener_keys",
+    "listener_key_counters", "download_daily", "download_breakdown_daily", "download_listeners_daily",
+    "download_hourly", "download_totals_monthly",
+)  # fmt: skip
 BOT_CLIENTS = 200
 BOT_SHARE = 0.06  # of fetches
 HEAD_SHARE = 0.04  # fetches preceded by a HEAD
@@ -991,7 +997,15 @@ def main() -> None:
         "--generate-only", action="store_true", help="generate the data into --keep-dir and stop (no rollups)"
     )
     parser.add_argument(
-        "--rebuild", action="store_true", help="with --reuse: rebuild the rollups again (timed) before measuring"
+        "--rebuild",
+        action="store_true",
+        help="with --reuse: rebuild the rollups again (timed) before measuring, from nothing as after generation "
+        "(the rollup tables emptied first, untimed)",
+    )
+    parser.add_argument(
+        "--over-existing",
+        action="store_true",
+        help="with --rebuild: rebuild over the rollups already there instead (each day's rows replaced)",
     )
     args = parser.parse_args()
     if args.keep_dir and os.environ.get("DATABASE_URL"):
@@ -1002,6 +1016,8 @@ def main() -> None:
         parser.error("--generate-only needs --keep-dir and no --reuse")
     if args.rebuild and not args.reuse:
         parser.error("--rebuild needs --reuse (a run without it always rebuilds)")
+    if args.over_existing and not args.rebuild:
+        parser.error("--over-existing needs --rebuild")
 
     from castmetrics.config import Settings
     from castmetrics.db import migrate
@@ -1058,9 +1074,17 @@ def main() -> None:
             if "rebuild" not in state or args.rebuild:
                 cutoff = datetime.fromisoformat(state["cutoff"])
                 first, last = cutoff.date() - timedelta(days=DAYS - 1), cutoff.date()
-                _log(f"rebuilding the rollups of {first} to {last} for every tenant …")
+                over = "rebuild" in state and args.over_existing
+                if "rebuild" in state and not over:
+                    with psycopg.connect(pg_url, autocommit=True) as conn:
+                        conn.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}")
+                _log(
+                    f"rebuilding the rollups of {first} to {last} for every tenant "
+                    f"({'over the rollups already there' if over else 'from nothing'}) …"
+                )
                 started = time.perf_counter()
                 state["rebuild"] = asyncio.run(rebuild_rollups(runtime_url, state["tenants"], first, last))
+                state["rebuild"]["over_existing"] = over
                 state["rebuild"]["total_s"] = time.perf_counter() - started
                 with psycopg.connect(pg_url, autocommit=True) as conn:
                     started = time.perf_counter()
@@ -1180,7 +1204,7 @@ def main() -> None:
         "data": counts,
         "data_generated_by": state.get("code"),
         "generation_s": {k: round(v, 1) for k, v in timings.items()},
-        "rebuild_s": {k: round(v, 1) for k, v in rebuild.items()},
+        "rebuild_s": {k: round(v, 1) if isinstance(v, float) else v for k, v in rebuild.items()},
         "http_s": round(http_s, 1),
         "server_peak_rss_mb": round(peak_rss, 1),
         "measurements": results,

@@ -69,12 +69,18 @@ class Scope:
             return f" AND {alias}.podcast_id = :scope_id"
         return ""
 
-    def rollup_rows(self, alias: str, *, by_episode: bool) -> tuple[str, str]:
-        """(join, condition) selecting rollup rows (alias): the scope's own rows, or its episodes' rows."""
+    def rollup_rows(self, alias: str, *, by_episode: bool) -> str:
+        """The condition selecting rollup rows (alias): the scope's own rows, or (``by_episode``) the rows
+        of every scope of the tenant, which ``episode_rows`` then narrows to the scope's episodes."""
+        return "TRUE" if by_episode else f"{alias}.scope_id = :scope_id"
+
+    def episode_rows(self, sums: str, *, by_episode: bool) -> str:
+        """The FROM item ``x`` over ``sums`` (a query of rows ``b``, ``episode`` (a scope id), columns): with
+        ``by_episode``, only the rows of the scope's existing episodes, joined once their rows are summed
+        (some 5,000 episodes probed, not every one of their daily rows)."""
         if not by_episode:
-            return "", f"{alias}.scope_id = :scope_id"
-        join = f"JOIN episodes ep ON ep.tenant_id = {alias}.tenant_id AND ep.id = {alias}.scope_id"
-        return join, "TRUE" + self.episode_filter()
+            return f"({sums}) x"
+        return f"({sums}) x JOIN episodes ep ON ep.tenant_id = :t AND ep.id = x.episode{self.episode_filter()}"
 
     def params(self, **more: Any) -> dict[str, Any]:
         return {"t": self.tenant_id, "scope_id": self.scope_id, **more}
@@ -306,17 +312,19 @@ class Rollup:
         *, by_episode: bool,
     ) -> Result[Any]:  # fmt: skip
         """The settled rows' sums per bucket (and per episode): rows ``b`` (1-based), ``episode``, columns."""
-        join, condition = scope.rollup_rows("r", by_episode=by_episode)
+        condition = scope.rollup_rows("r", by_episode=by_episode)
         # as float8, which the caller adds up as floats anyway: cheaper to read than numeric (exact for counts)
         sums = ", ".join(f"CAST(sum(r.{column}) AS float8) AS {column}" for column in tallies.columns)
         # the episode as text, after grouping: cheaper to read by the thousand than UUIDs
-        query = (
-            f"SELECT x.b, CAST(x.episode AS text) AS episode, {', '.join(f'x.{c}' for c in tallies.columns)} FROM ("
+        rows = scope.episode_rows(
             f"SELECT width_bucket({self.at}, CAST(:edges AS timestamptz[])) AS b, "
             f"{'r.scope_id' if by_episode else 'NULL::uuid'} AS episode, {sums} FROM {tallies.tables[self.source]} r "
-            f"{join} WHERE r.tenant_id = :t AND {condition} AND {self.within} "
-            f"AND NOT ({self.day} = ANY(:pending)) GROUP BY 1, 2) x"
+            f"WHERE r.tenant_id = :t AND {condition} AND {self.within} "
+            f"AND NOT ({self.day} = ANY(:pending)) GROUP BY 1, 2",
+            by_episode=by_episode,
         )
+        columns = ", ".join(f"x.{c}" for c in tallies.columns)
+        query = f"SELECT x.b, CAST(x.episode AS text) AS episode, {columns} FROM {rows}"
         return await session.execute(text(query), split.params(scope, edges=list(edges)))
 
 
@@ -347,17 +355,15 @@ class DailyRollup(Rollup):
              "JOIN unnest(CAST(:months AS date[]), CAST(:month_buckets AS int[])) AS s(month, b) "
              "ON m.month = s.month AND m.month = ANY(CAST(:months AS date[]))", ""),
         ):  # fmt: skip
-            join, condition = scope.rollup_rows(alias, by_episode=by_episode)
+            condition = scope.rollup_rows(alias, by_episode=by_episode)
             sums = ", ".join(f"sum({sign}{alias}.{column}) AS {column}" for column in tallies.columns)
             parts.append(
                 f"SELECT s.b + 1 AS b, {f'{alias}.scope_id' if by_episode else 'NULL::uuid'} AS episode, {sums} "
-                f"FROM {table} {alias} {pick} {join} WHERE {alias}.tenant_id = :t AND {condition} GROUP BY 1, 2"
+                f"FROM {table} {alias} {pick} WHERE {alias}.tenant_id = :t AND {condition} GROUP BY 1, 2"
             )
         totals = ", ".join(f"CAST(sum(x.{column}) AS float8) AS {column}" for column in tallies.columns)
-        query = (
-            f"SELECT x.b, CAST(x.episode AS text) AS episode, {totals} FROM ({' UNION ALL '.join(parts)}) x "
-            "GROUP BY x.b, x.episode"
-        )
+        rows = scope.episode_rows(" UNION ALL ".join(parts), by_episode=by_episode)
+        query = f"SELECT x.b, CAST(x.episode AS text) AS episode, {totals} FROM {rows} GROUP BY x.b, x.episode"
         return await session.execute(
             text(query),
             split.params(

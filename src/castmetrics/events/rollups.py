@@ -26,7 +26,7 @@ from pyroaring import BitMap
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from castmetrics.db.binary import fetch_binary
+from castmetrics.db.binary import execute_binary, fetch_binary
 from castmetrics.events.partitions import runs_of_days
 
 ALL_PODCASTS = uuid.UUID(int=0)  # the scope of the whole tenant
@@ -129,10 +129,11 @@ _OF_BATCHES = "AND e.batch_id = ANY(CAST(:batches AS bigint[]))"
 # The same in psycopg's parameter style, for the statements read in binary.
 _NOT_PENDING_PS = _NOT_PENDING.replace(":t ", "%(t)s ").replace(":taken", "%(taken)s")
 _OF_BATCHES_PS = _OF_BATCHES.replace(":batches", "%(batches)s")
-# The days' listeners per episode: per (UTC day, episode) the distinct listeners' numbers. A few new
-# batches look each listener's number up through the index; a run of whole days (``rebuild``) joins the
-# tenant's numbers once. Both say whether a listener has no number yet. Podcast and tenant bitmaps are the
-# unions of their episodes', made in Python (cheaper than a second distinct count).
+# The days' listeners per episode: per (UTC day, episode) the listeners' numbers. A few new batches look
+# each distinct listener's number up through the index; a run of whole days (``rebuild``) joins the
+# tenant's numbers once and leaves repeated numbers to the bitmap (hashing a month's events beats sorting
+# them for a distinct count). Both say whether a listener has no number yet. Podcast and tenant bitmaps
+# are the unions of their episodes', made in Python (cheaper than a second distinct count).
 _LISTENERS_LOOKUP = """
     SELECT p.day, p.episode_id,
            array_agg((SELECT k.key FROM listener_keys k WHERE k.tenant_id = %(t)s AND k.listener_id = p.listener_id))
@@ -144,7 +145,7 @@ _LISTENERS_LOOKUP = """
     GROUP BY p.day, p.episode_id
 """
 _LISTENERS_JOIN = """
-    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.episode_id, array_agg(DISTINCT k.key)
+    SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.episode_id, array_agg(k.key)
     FROM listener_events e LEFT JOIN listener_keys k ON k.tenant_id = %(t)s AND k.listener_id = e.listener_id
     WHERE e.tenant_id = %(t)s AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {events}
     GROUP BY 1, 2
@@ -380,8 +381,9 @@ async def _write_daily(
         uniques.append(row.count)
         bitmaps.append(None if row.whole is None else row.whole.serialize())
         recents.append(None if row.recent is None else row.recent.serialize())
-    await session.execute(
-        text(_INSERT_DAILY.format(upsert=upsert)),
+    await execute_binary(
+        session,
+        _INSERT_DAILY.format(upsert=upsert),
         {
             "t": tenant_id, "all": ALL_PODCASTS, "scopes": scopes, "days": days, "uniques": uniques,
             "bitmaps": bitmaps, "recents": recents,
@@ -410,14 +412,13 @@ async def _write_month(
 ) -> None:
     for bitmap in unions.values():
         bitmap.run_optimize()
-    await session.execute(
-        text(
-            "INSERT INTO listener_monthly (tenant_id, scope_id, month, unique_listeners, listeners) "
-            "SELECT :t, u.scope_id, :month, u.n, u.bitmap FROM unnest(CAST(:scopes AS uuid[]), "
-            "CAST(:counts AS bigint[]), CAST(:bitmaps AS bytea[])) AS u(scope_id, n, bitmap) "
-            "ON CONFLICT (tenant_id, scope_id, month) DO UPDATE SET unique_listeners = EXCLUDED.unique_listeners, "
-            "listeners = EXCLUDED.listeners"
-        ),
+    await execute_binary(
+        session,
+        "INSERT INTO listener_monthly (tenant_id, scope_id, month, unique_listeners, listeners) "
+        "SELECT :t, u.scope_id, CAST(:month AS date), u.n, u.bitmap FROM unnest(CAST(:scopes AS uuid[]), "
+        "CAST(:counts AS bigint[]), CAST(:bitmaps AS bytea[])) AS u(scope_id, n, bitmap) "
+        "ON CONFLICT (tenant_id, scope_id, month) DO UPDATE SET unique_listeners = EXCLUDED.unique_listeners, "
+        "listeners = EXCLUDED.listeners",
         {
             "t": tenant_id,
             "month": month,
