@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -546,6 +547,11 @@ rollups_app = typer.Typer(
 )
 app.add_typer(rollups_app, name="rollups")
 
+partitions_app = typer.Typer(
+    help="Event day partitions: ahead of time, past the retention, columnar history on Citus.", no_args_is_help=True
+)
+app.add_typer(partitions_app, name="partitions")
+
 REJECTS_SHOWN = 50
 
 
@@ -659,7 +665,6 @@ def events_import(
     (unknown tenant, unreadable file, bad options).
     """
     import gc
-    import time
 
     import psycopg
     from rich.console import Console
@@ -772,6 +777,51 @@ def events_import(
         )
     if totals.rejected:
         raise typer.Exit(1)
+
+
+@partitions_app.command("maintain")
+def partitions_maintain(
+    as_json: Annotated[
+        bool, typer.Option("--json", help='One line: {"created", "dropped", "columnar", "seconds"}.')
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the partition maintenance job once, now: the day partitions from yesterday to a week ahead, those
+    past CASTMETRICS_EVENT_RETENTION_DAYS dropped, and on Citus the days older than
+    CASTMETRICS_COLUMNAR_AFTER_DAYS converted to columnar storage ("columnar": null on a single server)."""
+    from castmetrics.events import partitions
+
+    settings = _settings(data_dir)
+    with owner_database(settings) as owner_url:
+        runtime_url = _migrate(settings, owner_url)
+
+        async def work(runtime: Database) -> dict[str, Any]:
+            started = time.perf_counter()
+            done = await partitions.maintain(
+                runtime, settings.event_retention_days, columnar_after_days=settings.columnar_after_days
+            )
+            return {**done, "seconds": round(time.perf_counter() - started, 3)}
+
+        done = _run_as_owner(runtime_url, work)
+    if as_json:
+        typer.echo(json.dumps(done))
+        return
+    typer.echo(f"{done['created']} partition(s) created (yesterday to {partitions.AHEAD_DAYS} days ahead).")
+    dropped = done["dropped"]
+    typer.echo(f"{len(dropped)} partition(s) dropped past the {settings.event_retention_days}-day retention.")
+    for name in dropped:
+        typer.echo(f"  dropped {name}")
+    columnar = done["columnar"]
+    if columnar is None:
+        typer.echo("Columnar storage: not on this server (Citus only); every day stays in heap partitions.")
+    else:
+        typer.echo(
+            f"{len(columnar)} partition(s) converted to columnar storage (older than "
+            f"{settings.columnar_after_days} days)."
+        )
+        for name in columnar:
+            typer.echo(f"  columnar {name}")
+    typer.echo(f"Done in {done['seconds']:.3f} s.")
 
 
 @rollups_app.command("refresh")

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     outbox_publish_batch: int = 500
     # Events: how many days of raw events are kept (whole day partitions are dropped).
     event_retention_days: int = Field(default=730, ge=2, le=36500)
+    # On Citus: day partitions older than this many days are converted to columnar storage (the
+    # partition maintenance job); at least 2, so that today's and yesterday's events always go to heap days.
+    columnar_after_days: int = Field(default=7, ge=2, le=36500)
     # Event batches (up to 10,000 events) may be larger than other request bodies.
     events_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Measurement prefix: proxies whose X-Forwarded-For is believed (comma-separated CIDRs), and the

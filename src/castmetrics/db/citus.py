@@ -135,6 +135,7 @@ def distribute(connection: Connection) -> list[str]:
         definition = set_null.sub("", key.definition)
         connection.exec_driver_sql(f'ALTER TABLE "{key.child}" ADD CONSTRAINT "{key.name}" {definition}')
     _plpgsql_definers(connection)
+    _columnar_history(connection)
     if changed:
         log.info("db.citus_distributed", tables=changed)
     return changed
@@ -217,3 +218,198 @@ def shard_isolation_violations(connection: Connection) -> list[str]:
             if not row.success or row.result != "t":
                 problems.append(f"{table}: a shard on {row.nodename}:{row.nodeport} lacks forced tenant RLS")
     return problems
+
+
+# --- columnar history ---------------------------------------------------------------------------------
+#
+# On the cluster a day partition of an event table is converted to Citus's columnar storage once it is
+# older than CASTMETRICS_COLUMNAR_AFTER_DAYS (``castmetrics_event_partitions_columnar``, run by the
+# partition maintenance job). A columnar table keeps no index worth its bytes (the primary key alone costs
+# some 60 bytes an event, the columnar data about 22), so on the cluster the event tables' indexes belong to
+# each heap partition, not to the parent (``PARTITION_INDEXES``; ``castmetrics_event_partitions_index``
+# makes them for partitions created later), and a converted day drops them. What the unique key did for a
+# columnar day, answer a re-sent event as a duplicate, is done by ``EVENT_DIGESTS``: per tenant, table and
+# day, the 64-bit digests of the stored events' keys (id, occurred_at), in 64 buckets (a tenant table like the
+# others, under the same row-level security; the conversion writes it as the owner); the writer adds a batch's
+# new digests for such a day in the transaction that stores the events whose digests were new
+# (``events.writer``). A re-sent event whose digest collides with another event's of the same tenant and day
+# (about 1 in 10^8 for a day of two million events) would be taken for a duplicate.
+
+EVENT_DIGESTS = "public.event_digests"
+# Coordinator-local, out of the runtime role's reach.
+PARTITION_INDEXES = "castmetrics_platform.partition_indexes"
+TENANT = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+# The event tables whose rows carry a client's key (listener and attribution events); download requests
+# get their ids from the recorder and are never sent twice.
+DIGESTED = ("listener_events", "attribution_events")
+# A key's digest: the first 8 bytes of SHA-256 over the id's 16 bytes and occurred_at as PostgreSQL sends
+# it (microseconds since 2000-01-01, 8 bytes big-endian), as a signed bigint (``events.writer.digest``).
+DIGEST_SQL = "('x' || encode(substr(sha256(uuid_send({id}) || timestamptz_send({at})), 1, 8), 'hex'))::bit(64)::bigint"
+BUCKET_SQL = "(({d} >> 58) & 63)::int"
+
+_COLUMNAR_OBJECTS = [
+    f"""
+    CREATE TABLE IF NOT EXISTS {PARTITION_INDEXES} (
+        parent text NOT NULL,
+        suffix text NOT NULL,
+        is_unique boolean NOT NULL,
+        columns text NOT NULL,
+        PRIMARY KEY (parent, suffix)
+    )
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {EVENT_DIGESTS} (
+        tenant_id uuid NOT NULL,
+        kind text NOT NULL,
+        day date NOT NULL,
+        bucket int NOT NULL,
+        digests bigint[] NOT NULL,
+        CONSTRAINT pk_event_digests PRIMARY KEY (tenant_id, kind, day, bucket)
+    )
+    """,
+    f"ALTER TABLE {EVENT_DIGESTS} ENABLE ROW LEVEL SECURITY",
+    f"ALTER TABLE {EVENT_DIGESTS} FORCE ROW LEVEL SECURITY",
+    f"DROP POLICY IF EXISTS tenant_isolation ON {EVENT_DIGESTS}",
+    f"CREATE POLICY tenant_isolation ON {EVENT_DIGESTS} USING ({TENANT}) WITH CHECK ({TENANT})",
+    # The conversion (as the owner, for every tenant of a day) records the digests of a whole partition.
+    f"DROP POLICY IF EXISTS conversion ON {EVENT_DIGESTS}",
+    f"CREATE POLICY conversion ON {EVENT_DIGESTS} TO CURRENT_USER USING (true) WITH CHECK (true)",
+    # The indexes of the event tables' heap partitions from p_from to p_to that lack them.
+    f"""
+    CREATE OR REPLACE FUNCTION public.castmetrics_event_partitions_index(p_from date, p_to date) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    DECLARE
+        part record;
+        idx record;
+        made integer := 0;
+    BEGIN
+        FOR part IN
+            SELECT c.relname, p.relname AS parent FROM pg_inherits i
+            JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+            JOIN pg_am a ON a.oid = c.relam
+            WHERE c.relnamespace = 'castmetrics_events'::regnamespace AND a.amname = 'heap'
+              AND c.relname ~ '_p[0-9]{{8}}$'
+              AND to_date(right(c.relname, 8), 'YYYYMMDD') BETWEEN p_from AND p_to
+        LOOP
+            FOR idx IN SELECT * FROM {PARTITION_INDEXES} WHERE parent = part.parent LOOP
+                IF to_regclass('castmetrics_events.' || part.relname || '_' || idx.suffix) IS NULL THEN
+                    EXECUTE format('CREATE %s INDEX %I ON castmetrics_events.%I %s',
+                        CASE WHEN idx.is_unique THEN 'UNIQUE' ELSE '' END,
+                        part.relname || '_' || idx.suffix, part.relname, idx.columns);
+                    made := made + 1;
+                END IF;
+            END LOOP;
+        END LOOP;
+        RETURN made;
+    END
+    $$
+    """,
+    # Converts the heap day partitions of the event tables before p_before to columnar: the events' digests
+    # recorded, the partition's indexes dropped, then the table rewritten. Each partition is locked against
+    # writers first, so no event reaches it between its digests and its conversion.
+    f"""
+    CREATE OR REPLACE FUNCTION public.castmetrics_event_partitions_columnar(p_before date) RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    DECLARE
+        part record;
+        idx record;
+    BEGIN
+        IF p_before IS NULL OR p_before > current_date - 1 THEN
+            RAISE EXCEPTION 'only days before yesterday are converted (asked: before %)', p_before
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM pg_advisory_xact_lock(hashtext('castmetrics:event_partitions'));
+        FOR part IN
+            SELECT c.relname, p.relname AS parent, to_date(right(c.relname, 8), 'YYYYMMDD') AS day
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+            JOIN pg_am a ON a.oid = c.relam
+            WHERE c.relnamespace = 'castmetrics_events'::regnamespace AND a.amname = 'heap'
+              AND p.relnamespace = 'public'::regnamespace AND c.relname ~ '_p[0-9]{{8}}$'
+              AND to_date(right(c.relname, 8), 'YYYYMMDD') < p_before
+            ORDER BY 3, 1
+        LOOP
+            EXECUTE format('LOCK TABLE castmetrics_events.%I IN SHARE MODE', part.relname);
+            IF part.parent = ANY(ARRAY{list(DIGESTED)}) THEN
+                EXECUTE format(
+                    'INSERT INTO {EVENT_DIGESTS} (tenant_id, kind, day, bucket, digests) '
+                    'SELECT tenant_id, %L, %L::date, {BUCKET_SQL.format(d="d")}, array_agg(d ORDER BY d) '
+                    'FROM (SELECT tenant_id, {DIGEST_SQL.format(id="id", at="occurred_at").replace("'", "''")} AS d '
+                    'FROM castmetrics_events.%I) s GROUP BY 1, 4 '
+                    'ON CONFLICT (tenant_id, kind, day, bucket) DO UPDATE '
+                    'SET digests = event_digests.digests || EXCLUDED.digests',
+                    part.parent, part.day, part.relname);
+            END IF;
+            FOR idx IN
+                SELECT i.indexrelid::regclass::text AS name FROM pg_index i
+                WHERE i.indrelid = format('castmetrics_events.%I', part.relname)::regclass
+            LOOP
+                EXECUTE 'DROP INDEX ' || idx.name;
+            END LOOP;
+            PERFORM alter_table_set_access_method(format('castmetrics_events.%I', part.relname), 'columnar');
+            RETURN NEXT part.relname;
+        END LOOP;
+    END
+    $$
+    """,
+]
+
+
+def _columnar_history(connection: Connection) -> None:
+    """The objects of columnar history (above), the event tables' indexes moved from each parent to its heap
+    partitions, and the digest table distributed with the tenants' other rows. Idempotent."""
+    connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS citus_columnar")
+    for statement in _COLUMNAR_OBJECTS:
+        connection.exec_driver_sql(statement.replace("%", "%%"))
+    if not connection.execute(
+        text("SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass))"),
+        {"t": EVENT_DIGESTS},
+    ).scalar():
+        connection.execute(
+            text("SELECT create_distributed_table(:t, 'tenant_id', colocate_with => :anchor)"),
+            {"t": EVENT_DIGESTS, "anchor": ANCHOR},
+        )
+    parents = connection.execute(
+        text(
+            "SELECT c.relname FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid "
+            "WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1"
+        )
+    ).scalars()
+    for parent in list(parents):
+        indexes = connection.execute(
+            text(
+                "SELECT ix.relname AS name, i.indisunique AS is_unique, k.conname AS constraint_name, "
+                "substring(pg_get_indexdef(i.indexrelid) FROM ' USING btree (\\(.*\\))$') AS columns "
+                "FROM pg_index i JOIN pg_class ix ON ix.oid = i.indexrelid "
+                "LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
+                "WHERE i.indrelid = CAST(:t AS regclass) ORDER BY 1"
+            ),
+            {"t": f"public.{parent}"},
+        ).all()
+        for index in indexes:
+            suffix = "key" if index.is_unique else index.name.removeprefix(f"ix_{parent}_")
+            connection.execute(
+                text(
+                    f"INSERT INTO {PARTITION_INDEXES} (parent, suffix, is_unique, columns) "
+                    "VALUES (:parent, :suffix, :unique, :columns) ON CONFLICT (parent, suffix) DO NOTHING"
+                ),
+                {"parent": parent, "suffix": suffix, "unique": index.is_unique, "columns": index.columns},
+            )
+        if indexes:
+            connection.exec_driver_sql("SELECT castmetrics_event_partitions_index('-infinity', 'infinity')")
+        for index in indexes:
+            if index.constraint_name:
+                connection.exec_driver_sql(f'ALTER TABLE public."{parent}" DROP CONSTRAINT "{index.constraint_name}"')
+            else:
+                connection.exec_driver_sql(f'DROP INDEX public."{index.name}"')
+
+
+def partition_keyed(connection: Connection) -> list[str]:
+    """The partitioned tables whose unique key (leading with ``tenant_id``) is on each heap partition, not
+    on the parent (``PARTITION_INDEXES``): exempt from the parent's primary-key check of the guard."""
+    if connection.execute(text("SELECT to_regclass(:t)"), {"t": PARTITION_INDEXES}).scalar() is None:
+        return []
+    return list(
+        connection.execute(
+            text(f"SELECT parent FROM {PARTITION_INDEXES} WHERE is_unique AND columns LIKE '(tenant_id,%'")
+        ).scalars()
+    )

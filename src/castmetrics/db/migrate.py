@@ -41,7 +41,9 @@ def upgrade(owner_url: str, revision: str = "head") -> None:
             on_citus = citus.is_citus(connection)
             if on_citus:
                 citus.distribute(connection)
-            problems = rls.tenant_isolation_violations(connection)
+            problems = rls.tenant_isolation_violations(
+                connection, citus.partition_keyed(connection) if on_citus else ()
+            )
             if problems:
                 # Rolls the whole upgrade back: a schema that leaks across tenants never lands.
                 raise TenantIsolationError("; ".join(problems))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -56,8 +58,10 @@ ORDER BY c.relname
 """
 
 
-def tenant_isolation_violations(connection: Connection) -> list[str]:
-    """What is wrong with tenant isolation in the catalog, one line per problem; empty when sound."""
+def tenant_isolation_violations(connection: Connection, partition_keyed: Collection[str] = ()) -> list[str]:
+    """What is wrong with tenant isolation in the catalog, one line per problem; empty when sound.
+    ``partition_keyed``: partitioned tables whose key leading with ``tenant_id`` is on each partition instead
+    (event tables on Citus, ``db.citus``)."""
     problems: list[str] = []
     for row in connection.execute(text(_GUARD_SQL)):
         name, kind = row.relname, row.relkind
@@ -74,6 +78,6 @@ def tenant_isolation_violations(connection: Connection) -> list[str]:
             problems.append(f"{name}: row-level security is not forced")
         if not row.has_tenant_policy:
             problems.append(f"{name}: no policy on app.tenant_id")
-        if not row.tenant_in_pk:
+        if not row.tenant_in_pk and not (kind == "p" and name in partition_keyed):
             problems.append(f"{name}: tenant_id is not part of the primary key")
     return problems

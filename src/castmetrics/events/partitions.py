@@ -107,14 +107,21 @@ async def existing_days(db: Database) -> set[date]:
     return set.intersection(*per_table.values())
 
 
+# On Citus the event tables' indexes belong to each heap partition (``db.citus``: a day converted to columnar
+# drops them); this function, which exists only there, makes them for new partitions.
+_INDEX_FUNCTION = "public.castmetrics_event_partitions_index"
+
+
 async def ensure(db: Database, first: date, last: date) -> int:
     """Create the missing partitions from ``first`` to ``last`` (inclusive); answers how many."""
     async with db.transaction() as session:
+        params = {"first": first, "last": last}
         created = (
-            await session.execute(
-                text("SELECT castmetrics_event_partitions_ensure(:first, :last)"), {"first": first, "last": last}
-            )
+            await session.execute(text("SELECT castmetrics_event_partitions_ensure(:first, :last)"), params)
         ).scalar_one()
+        # in the same transaction: no writer sees a partition without its unique key
+        if created and (await session.execute(text("SELECT to_regproc(:f)"), {"f": _INDEX_FUNCTION})).scalar():
+            await session.execute(text(f"SELECT {_INDEX_FUNCTION}(:first, :last)"), params)
     cache_for(db).add(first + timedelta(days=offset) for offset in range((last - first).days + 1))
     if created:
         log.info("events.partitions_created", first=str(first), last=str(last), tables=created)
@@ -148,9 +155,37 @@ async def drop_expired(db: Database, today: date, retention_days: int) -> list[s
     return dropped
 
 
-async def maintain(db: Database, retention_days: int, now: datetime | None = None) -> dict[str, object]:
-    """The daily job (and start-up): partitions from yesterday to a week ahead, retention applied."""
+async def to_columnar(db: Database, today: date, after_days: int) -> list[str] | None:
+    """On Citus, convert the day partitions older than ``after_days`` days to columnar storage (``db.citus``:
+    their events' digests kept for idempotency); answers the partitions converted, or None where columnar
+    storage does not exist (a single PostgreSQL server)."""
+    async with db.transaction() as session:
+        available = (
+            await session.execute(text("SELECT to_regproc('public.castmetrics_event_partitions_columnar') IS NOT NULL"))
+        ).scalar_one()
+        if not available:
+            return None
+        converted = list(
+            (
+                await session.execute(
+                    text("SELECT castmetrics_event_partitions_columnar(:before)"),
+                    {"before": today - timedelta(days=after_days)},
+                )
+            ).scalars()
+        )
+    if converted:
+        log.info("events.partitions_columnar", partitions=len(converted))
+    return converted
+
+
+async def maintain(
+    db: Database, retention_days: int, now: datetime | None = None, *, columnar_after_days: int = 7
+) -> dict[str, object]:
+    """The hourly job (and start-up, and ``castmetrics partitions maintain``): partitions from yesterday to a
+    week ahead, retention applied, and on Citus the days older than ``columnar_after_days`` made columnar
+    (``columnar`` None on a single server)."""
     today = (now or utc_now()).astimezone(UTC).date()
     created = await ensure(db, today - timedelta(days=1), today + timedelta(days=AHEAD_DAYS))
     dropped = await drop_expired(db, today, retention_days)
-    return {"created": created, "dropped": dropped}
+    columnar = await to_columnar(db, today, columnar_after_days)
+    return {"created": created, "dropped": dropped, "columnar": columnar}

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.auth.principal import TenantRef
 from castmetrics.db.session import Database
+from castmetrics.db.values import values
 from castmetrics.events import partitions, validation, writer
 from castmetrics.outbox import service as outbox
 from castmetrics.quotas import service as quotas
@@ -73,13 +74,11 @@ async def note_days(
     counts = dict(days) if isinstance(days, Mapping) else dict.fromkeys(days)
     day_list = sorted(counts)
     if day_list:
+        rows, params = values(
+            [(tenant_id, day, kind, counts[day]) for day in day_list], ("uuid", "date", "text", "integer")
+        )
         await session.execute(
-            text(
-                "INSERT INTO rollup_invalidations (tenant_id, day, kind, events) "
-                "SELECT :t, d.day, :kind, d.events FROM unnest(CAST(:days AS date[]), CAST(:events AS integer[])) "
-                "AS d(day, events)"
-            ),
-            {"t": tenant_id, "days": day_list, "events": [counts[day] for day in day_list], "kind": kind},
+            text(f"INSERT INTO rollup_invalidations (tenant_id, day, kind, events) VALUES {rows}"), params
         )
 
 

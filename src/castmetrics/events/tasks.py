@@ -19,5 +19,9 @@ blueprint = procrastinate.Blueprint()
 @blueprint.periodic(cron="17 * * * *")
 @blueprint.task(name="maintain_partitions", pass_context=True, queueing_lock="events.partitions", retry=3)
 async def maintain_partitions(context: procrastinate.JobContext, timestamp: int) -> dict[str, Any]:
-    """Periodic job: partitions from yesterday to a week ahead; partitions past the retention dropped."""
-    return await partitions.maintain(database_of(context), settings_of(context).event_retention_days)
+    """Periodic job: partitions from yesterday to a week ahead; partitions past the retention dropped; on
+    Citus, days older than CASTMETRICS_COLUMNAR_AFTER_DAYS converted to columnar storage."""
+    settings = settings_of(context)
+    return await partitions.maintain(
+        database_of(context), settings.event_retention_days, columnar_after_days=settings.columnar_after_days
+    )

@@ -10,9 +10,10 @@ and ``INSERT … ON CONFLICT DO NOTHING`` on the parent, where row-level securit
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -200,15 +201,111 @@ async def write(
     async with _cursor(driver) as cursor:
         # Before the savepoint, whose rollback would undo the setting: the upsert's rows need it too.
         await cursor.execute(_TAKE_BATCH)
+        kept = rows
+        columnar = await _columnar_days(cursor, kind, by_day)
+        if columnar:
+            by_day, kept = await _claim_digests(cursor, kind, by_day, columnar, rows)
         await cursor.execute("SAVEPOINT castmetrics_ingest")
         try:
             for day, day_rows in sorted(by_day.items()):
-                await _copy(cursor, sql.Identifier(SCHEMA, partition_name(kind, day)), kind, day_rows)
+                if day_rows:
+                    await _copy(cursor, sql.Identifier(SCHEMA, partition_name(kind, day)), kind, day_rows)
         except psycopg.errors.UniqueViolation:
             await cursor.execute("ROLLBACK TO SAVEPOINT castmetrics_ingest")
-            return await _upsert(cursor, kind, rows)
+            written = await _upsert(cursor, kind, kept)
+            if kept is rows or written.new_positions is None:
+                return written
+            positions = {id(row): n for n, row in enumerate(rows)}
+            return Written(written.accepted, [positions[id(kept[n])] for n in written.new_positions])
         await cursor.execute("RELEASE SAVEPOINT castmetrics_ingest")
-    return Written(len(rows), None)
+    if kept is rows:
+        return Written(len(rows), None)
+    positions = {id(row): n for n, row in enumerate(rows)}
+    return Written(len(kept), sorted(positions[id(row)] for row in kept))
+
+
+# Columnar days (on Citus, ``db.citus``: days older than CASTMETRICS_COLUMNAR_AFTER_DAYS) keep no unique key;
+# a re-sent event is recognised by its digest instead. Only listener and attribution events carry a key
+# a client may send again, and only days before yesterday can be columnar.
+DIGESTED = {"listener": "listener_events", "attribution": "attribution_events"}
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def digest(event_id: uuid.UUID, occurred_at: datetime) -> int:
+    """An event key's 64-bit digest, as ``db.citus.DIGEST_SQL`` computes it in the database: SHA-256 over the
+    id's bytes and occurred_at as PostgreSQL sends it (microseconds since 2000-01-01, big-endian)."""
+    micros = (occurred_at - _PG_EPOCH) // timedelta(microseconds=1)
+    raw = hashlib.sha256(event_id.bytes + micros.to_bytes(8, "big", signed=True)).digest()
+    return int.from_bytes(raw[:8], "big", signed=True)
+
+
+async def _columnar_days(
+    cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]]
+) -> set[date]:
+    """The batch's days whose partitions are columnar. Their partitions are locked first (for the
+    transaction): a conversion either committed before, and is seen, or waits until this batch is in."""
+    if kind not in DIGESTED:
+        return set()
+    before = datetime.now(UTC).date() - timedelta(days=1)
+    old = {partition_name(kind, day): day for day in by_day if day < before}
+    if not old:
+        return set()
+    tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, name) for name in sorted(old))
+    await cursor.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(tables))
+    await cursor.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+        "WHERE c.relnamespace = CAST(%s AS regnamespace) AND c.relname = ANY(%s) AND a.amname = 'columnar'",
+        (SCHEMA, list(old)),
+    )
+    return {old[name] for (name,) in await cursor.fetchall()}
+
+
+async def _claim_digests(
+    cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]], columnar: set[date],
+    rows: list[tuple[Any, ...]],
+) -> tuple[dict[date, list[tuple[Any, ...]]], list[tuple[Any, ...]]]:  # fmt: skip
+    """Keep, of the columnar days' rows, those whose digests the day does not hold (each once), and add their
+    digests to the day's (``db.citus``: ``event_digests``), in this transaction: ``by_day`` without the
+    others, and the batch's rows that remain, in their order."""
+    tenant_id = rows[0][0]
+    dropped: set[int] = set()
+    kept_by_day = dict(by_day)
+    for day in sorted(columnar):
+        table = DIGESTED[kind]
+        # one writer of a tenant's day at a time: the next one reads what this one added
+        await cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"castmetrics:digests:{tenant_id}:{table}:{day}",)
+        )
+        digests = [digest(row[1], row[-1]) for row in by_day[day]]
+        await cursor.execute(
+            "SELECT digests FROM event_digests WHERE tenant_id = %s AND kind = %s AND day = %s AND bucket = ANY(%s)",
+            (tenant_id, table, day, sorted({bucket(d) for d in digests})),
+        )
+        stored = {d for (found,) in await cursor.fetchall() for d in found}
+        kept_by_day[day] = []
+        fresh: dict[int, list[int]] = {}
+        for row, key in zip(by_day[day], digests, strict=True):
+            if key in stored:
+                dropped.add(id(row))
+                continue
+            stored.add(key)  # a second copy in the same batch is a duplicate too
+            kept_by_day[day].append(row)
+            fresh.setdefault(bucket(key), []).append(key)
+        if fresh:
+            groups = sql.SQL(", ").join(sql.SQL("(%s, %s, %s, %s, %s)") for _ in fresh)
+            await cursor.execute(
+                sql.SQL(
+                    "INSERT INTO event_digests AS o (tenant_id, kind, day, bucket, digests) VALUES {} "
+                    "ON CONFLICT (tenant_id, kind, day, bucket) DO UPDATE SET digests = o.digests || EXCLUDED.digests"
+                ).format(groups),
+                [value for b, keys in sorted(fresh.items()) for value in (tenant_id, table, day, b, sorted(keys))],
+            )
+    return kept_by_day, [row for row in rows if id(row) not in dropped]
+
+
+def bucket(key: int) -> int:
+    """The digest's bucket (its top 6 bits), as ``db.citus.BUCKET_SQL``."""
+    return (key >> 58) & 63
 
 
 async def _upsert(cursor: psycopg.AsyncCursor[Any], kind: str, rows: list[tuple[Any, ...]]) -> Written:
