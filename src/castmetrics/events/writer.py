@@ -23,6 +23,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from castmetrics.db.citus import DIGEST_BYTES
 from castmetrics.events.partitions import SCHEMA, TABLES, partition_name
 from castmetrics.events.validation import utc_day
 
@@ -231,12 +232,16 @@ DIGESTED = {"listener": "listener_events", "attribution": "attribution_events"}
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def digest(event_id: uuid.UUID, occurred_at: datetime) -> int:
-    """An event key's 64-bit digest, as ``db.citus.DIGEST_SQL`` computes it in the database: SHA-256 over the
-    id's bytes and occurred_at as PostgreSQL sends it (microseconds since 2000-01-01, big-endian)."""
+def digest(event_id: uuid.UUID, occurred_at: datetime) -> bytes:
+    """An event key's digest, as ``db.citus.DIGEST_SQL`` computes it in the database: the first 6 bytes of
+    SHA-256 over the id's bytes and occurred_at as PostgreSQL sends it (microseconds since 2000-01-01)."""
     micros = (occurred_at - _PG_EPOCH) // timedelta(microseconds=1)
-    raw = hashlib.sha256(event_id.bytes + micros.to_bytes(8, "big", signed=True)).digest()
-    return int.from_bytes(raw[:8], "big", signed=True)
+    return hashlib.sha256(event_id.bytes + micros.to_bytes(8, "big", signed=True)).digest()[:DIGEST_BYTES]
+
+
+def bucket(key: bytes) -> int:
+    """The digest's bucket (the top 6 bits of its first byte), as ``db.citus.BUCKET_SQL``."""
+    return key[0] >> 2
 
 
 async def _columnar_days(
@@ -268,6 +273,14 @@ async def _claim_digests(
     digests to the day's (``db.citus``: ``event_digests``), in this transaction: ``by_day`` without the
     others, and the batch's rows that remain, in their order."""
     tenant_id = rows[0][0]
+    async with cursor.connection.cursor() as plain:  # without the batch cursor's bytes-as-jsonb dumper
+        return await _claim_with(plain, kind, by_day, columnar, rows, tenant_id)
+
+
+async def _claim_with(
+    cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]], columnar: set[date],
+    rows: list[tuple[Any, ...]], tenant_id: uuid.UUID,
+) -> tuple[dict[date, list[tuple[Any, ...]]], list[tuple[Any, ...]]]:  # fmt: skip
     dropped: set[int] = set()
     kept_by_day = dict(by_day)
     for day in sorted(columnar):
@@ -281,9 +294,13 @@ async def _claim_digests(
             "SELECT digests FROM event_digests WHERE tenant_id = %s AND kind = %s AND day = %s AND bucket = ANY(%s)",
             (tenant_id, table, day, sorted({bucket(d) for d in digests})),
         )
-        stored = {d for (found,) in await cursor.fetchall() for d in found}
+        stored = {
+            bytes(found[n : n + DIGEST_BYTES])
+            for (found,) in await cursor.fetchall()
+            for n in range(0, len(found), DIGEST_BYTES)
+        }
         kept_by_day[day] = []
-        fresh: dict[int, list[int]] = {}
+        fresh: dict[int, list[bytes]] = {}
         for row, key in zip(by_day[day], digests, strict=True):
             if key in stored:
                 dropped.add(id(row))
@@ -298,14 +315,13 @@ async def _claim_digests(
                     "INSERT INTO event_digests AS o (tenant_id, kind, day, bucket, digests) VALUES {} "
                     "ON CONFLICT (tenant_id, kind, day, bucket) DO UPDATE SET digests = o.digests || EXCLUDED.digests"
                 ).format(groups),
-                [value for b, keys in sorted(fresh.items()) for value in (tenant_id, table, day, b, sorted(keys))],
+                [
+                    value
+                    for b, keys in sorted(fresh.items())
+                    for value in (tenant_id, table, day, b, b"".join(sorted(keys)))
+                ],
             )
     return kept_by_day, [row for row in rows if id(row) not in dropped]
-
-
-def bucket(key: int) -> int:
-    """The digest's bucket (its top 6 bits), as ``db.citus.BUCKET_SQL``."""
-    return (key >> 58) & 63
 
 
 async def _upsert(cursor: psycopg.AsyncCursor[Any], kind: str, rows: list[tuple[Any, ...]]) -> Written:
