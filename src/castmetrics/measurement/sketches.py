@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.db.binary import fetch_binary
+from castmetrics.db.values import values
 
 ALL = uuid.UUID(int=0)
 LG_K = 16  # 65,536 registers: relative standard error ~0.4%, so 1% is 2.5 standard errors
@@ -59,13 +60,14 @@ async def _merge(
     periods = [at for at, _ in keys]
     scopes = [scope for _, scope in keys]
     params = {"t": tenant_id, "periods": periods, "scopes": scopes}
+    empty = new().serialize_compact()
+    # multi-row VALUES, not INSERT … SELECT FROM unnest: Citus routes it to the tenant's shard (db.values)
+    missing, missing_params = values(
+        [(tenant_id, at, scope, empty) for at, scope in keys], ("uuid", "date", "uuid", "bytea")
+    )
     await session.execute(
-        text(
-            f"INSERT INTO {table} (tenant_id, {period}, scope_id, sketch) "
-            "SELECT :t, d, s, :empty FROM unnest(CAST(:periods AS date[]), CAST(:scopes AS uuid[])) AS k(d, s) "
-            "ON CONFLICT DO NOTHING"
-        ),
-        {**params, "empty": new().serialize_compact()},
+        text(f"INSERT INTO {table} (tenant_id, {period}, scope_id, sketch) VALUES {missing} ON CONFLICT DO NOTHING"),
+        missing_params,
     )
     rows = await session.execute(
         text(
