@@ -150,7 +150,8 @@ def _plpgsql_definers(connection: Connection) -> None:
         text(
             "SELECT p.proname, "
             "pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result, "
-            "p.proretset, p.provolatile, p.prosrc, p.proargnames, p.pronargs, p.proconfig "
+            "p.proretset, p.provolatile, p.prosrc, p.proargnames, p.pronargs, p.proconfig, "
+            "CAST(CAST(p.proallargtypes AS regtype[]) AS text[]) AS all_types, p.proargmodes AS modes "
             "FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
             "WHERE p.pronamespace = 'public'::regnamespace AND l.lanname = 'sql' AND p.prosecdef AND p.pronargs > 0"
         )
@@ -161,6 +162,15 @@ def _plpgsql_definers(connection: Connection) -> None:
             body = re.sub(rf"\b{re.escape(name)}\b", f"${n}", body)
         using = ", ".join(f"${n}" for n in range(1, f.pronargs + 1))
         if f.proretset:
+            # RETURN QUERY, unlike a SQL function, does not coerce the rows to the declared types (a varchar
+            # column of a function returning text): each output column is cast to its declared type.
+            if f.modes and "t" in f.modes:
+                types = [t for t, mode in zip(f.all_types, f.modes, strict=True) if mode == "t"]
+            else:
+                types = [f.result.removeprefix("SETOF ")]
+            names = ", ".join(f"c{n}" for n in range(len(types)))
+            casts = ", ".join(f"CAST(q.c{n} AS {t})" for n, t in enumerate(types))
+            body = f"SELECT {casts} FROM ({body}) AS q({names})"
             statements = f"RETURN QUERY EXECUTE $q${body}$q$ USING {using};"
             declare = ""
         elif f.result == "void":

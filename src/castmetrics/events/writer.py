@@ -1,4 +1,5 @@
-"""Writing a validated batch: COPY straight into the day partitions, or an upsert when it repeats.
+"""Writing a validated batch: COPY straight into the day partitions, or an upsert when it repeats (on a
+Citus cluster, a columnar day's events are first checked against the day's digests: see ``_claim_digests``).
 
 PostgreSQL refuses ``COPY FROM`` into a table with row-level security, so the fast path appends to
 the day partitions themselves (the runtime role may only INSERT there, and a statement trigger on
@@ -211,7 +212,9 @@ async def write(
             for day, day_rows in sorted(by_day.items()):
                 if day_rows:
                     await _copy(cursor, sql.Identifier(SCHEMA, partition_name(kind, day)), kind, day_rows)
-        except psycopg.errors.UniqueViolation:
+        except psycopg.Error as exc:
+            if not _repeats(exc):
+                raise
             await cursor.execute("ROLLBACK TO SAVEPOINT castmetrics_ingest")
             written = await _upsert(cursor, kind, kept)
             if kept is rows or written.new_positions is None:
@@ -223,6 +226,14 @@ async def write(
         return Written(len(rows), None)
     positions = {id(row): n for n, row in enumerate(rows)}
     return Written(len(kept), sorted(positions[id(row)] for row in kept))
+
+
+def _repeats(exc: psycopg.Error) -> bool:
+    """Whether the COPY failed on an event already stored: a unique violation, which Citus reports from
+    a worker's shard as an internal error with PostgreSQL's message."""
+    return isinstance(exc, psycopg.errors.UniqueViolation) or (
+        isinstance(exc, psycopg.errors.InternalError_) and "duplicate key value violates unique constraint" in str(exc)
+    )
 
 
 # Columnar days (on Citus, ``db.citus``: days older than CASTMETRICS_COLUMNAR_AFTER_DAYS) keep no unique key;
@@ -265,6 +276,15 @@ async def _columnar_days(
     return {old[name] for (name,) in await cursor.fetchall()}
 
 
+_STORED_DIGESTS = (
+    "SELECT digests FROM event_digests WHERE tenant_id = %s AND kind = %s AND day = %s AND bucket = ANY(%s)"
+)
+_ADD_DIGESTS = (
+    "INSERT INTO event_digests AS o (tenant_id, kind, day, bucket, digests) VALUES {} "
+    "ON CONFLICT (tenant_id, kind, day, bucket) DO UPDATE SET digests = o.digests || EXCLUDED.digests"
+)
+
+
 async def _claim_digests(
     cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]], columnar: set[date],
     rows: list[tuple[Any, ...]],
@@ -273,54 +293,42 @@ async def _claim_digests(
     digests to the day's (``db.citus``: ``event_digests``), in this transaction: ``by_day`` without the
     others, and the batch's rows that remain, in their order."""
     tenant_id = rows[0][0]
-    async with cursor.connection.cursor() as plain:  # without the batch cursor's bytes-as-jsonb dumper
-        return await _claim_with(plain, kind, by_day, columnar, rows, tenant_id)
-
-
-async def _claim_with(
-    cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]], columnar: set[date],
-    rows: list[tuple[Any, ...]], tenant_id: uuid.UUID,
-) -> tuple[dict[date, list[tuple[Any, ...]]], list[tuple[Any, ...]]]:  # fmt: skip
     dropped: set[int] = set()
     kept_by_day = dict(by_day)
-    for day in sorted(columnar):
-        table = DIGESTED[kind]
-        # one writer of a tenant's day at a time: the next one reads what this one added
-        await cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"castmetrics:digests:{tenant_id}:{table}:{day}",)
-        )
-        digests = [digest(row[1], row[-1]) for row in by_day[day]]
-        await cursor.execute(
-            "SELECT digests FROM event_digests WHERE tenant_id = %s AND kind = %s AND day = %s AND bucket = ANY(%s)",
-            (tenant_id, table, day, sorted({bucket(d) for d in digests})),
-        )
-        stored = {
-            bytes(found[n : n + DIGEST_BYTES])
-            for (found,) in await cursor.fetchall()
-            for n in range(0, len(found), DIGEST_BYTES)
-        }
-        kept_by_day[day] = []
-        fresh: dict[int, list[bytes]] = {}
-        for row, key in zip(by_day[day], digests, strict=True):
-            if key in stored:
-                dropped.add(id(row))
-                continue
-            stored.add(key)  # a second copy in the same batch is a duplicate too
-            kept_by_day[day].append(row)
-            fresh.setdefault(bucket(key), []).append(key)
-        if fresh:
-            groups = sql.SQL(", ").join(sql.SQL("(%s, %s, %s, %s, %s)") for _ in fresh)
-            await cursor.execute(
-                sql.SQL(
-                    "INSERT INTO event_digests AS o (tenant_id, kind, day, bucket, digests) VALUES {} "
-                    "ON CONFLICT (tenant_id, kind, day, bucket) DO UPDATE SET digests = o.digests || EXCLUDED.digests"
-                ).format(groups),
-                [
-                    value
-                    for b, keys in sorted(fresh.items())
-                    for value in (tenant_id, table, day, b, b"".join(sorted(keys)))
-                ],
+    # a cursor without the batch cursor's bytes-as-jsonb dumper
+    async with cursor.connection.cursor() as plain:
+        for day in sorted(columnar):
+            table = DIGESTED[kind]
+            # one writer of a tenant's day at a time: the next one reads what this one added
+            await plain.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"castmetrics:digests:{tenant_id}:{table}:{day}",)
             )
+            digests = [digest(row[1], row[-1]) for row in by_day[day]]
+            await plain.execute(_STORED_DIGESTS, (tenant_id, table, day, sorted({bucket(d) for d in digests})))
+            stored = {
+                bytes(found[n : n + DIGEST_BYTES])
+                for (found,) in await plain.fetchall()
+                for n in range(0, len(found), DIGEST_BYTES)
+            }
+            kept_by_day[day] = []
+            fresh: dict[int, list[bytes]] = {}
+            for row, key in zip(by_day[day], digests, strict=True):
+                if key in stored:
+                    dropped.add(id(row))
+                    continue
+                stored.add(key)  # a second copy in the same batch is a duplicate too
+                kept_by_day[day].append(row)
+                fresh.setdefault(bucket(key), []).append(key)
+            if fresh:
+                groups = sql.SQL(", ").join(sql.SQL("(%s, %s, %s, %s, %s)") for _ in fresh)
+                await plain.execute(
+                    sql.SQL(_ADD_DIGESTS).format(groups),
+                    [
+                        value
+                        for b, keys in sorted(fresh.items())
+                        for value in (tenant_id, table, day, b, b"".join(sorted(keys)))
+                    ],
+                )
     return kept_by_day, [row for row in rows if id(row) not in dropped]
 
 

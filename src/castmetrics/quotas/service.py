@@ -236,18 +236,21 @@ async def take_ingest_tokens(session: AsyncSession, tenant: TenantRef, wanted: i
     if rate is None or wanted == 0:
         return
     cap = _bucket(rate)
+    # The database's clock, read first and bound as a value: Citus allows only immutable expressions in the
+    # DO UPDATE of a distributed table.
+    now = (await session.execute(text("SELECT clock_timestamp()"))).scalar_one()
     tokens = float(
         (
             await session.execute(
                 text(
                     "INSERT INTO ingest_buckets AS b (tenant_id, tokens, refilled_at) "
-                    "VALUES (:t, :cap - :n, clock_timestamp()) "
+                    "VALUES (:t, :cap - :n, CAST(:now AS timestamptz)) "
                     "ON CONFLICT (tenant_id) DO UPDATE SET "
-                    "tokens = least(:cap, b.tokens + :rate * extract(epoch FROM clock_timestamp() - b.refilled_at))"
-                    " - :n, refilled_at = clock_timestamp() "
+                    "tokens = least(:cap, b.tokens + :rate * extract(epoch FROM CAST(:now AS timestamptz) - "
+                    "b.refilled_at)) - :n, refilled_at = CAST(:now AS timestamptz) "
                     "RETURNING tokens"
                 ),
-                {"t": tenant.id, "cap": cap, "n": wanted, "rate": rate},
+                {"t": tenant.id, "cap": cap, "n": wanted, "rate": rate, "now": now},
             )
         ).scalar_one()
     )
