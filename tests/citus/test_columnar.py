@@ -112,3 +112,38 @@ async def test_old_days_become_columnar_and_stay_idempotent(db: Database, owner_
     other_episode = await _episode(db, other.id)
     theirs = [{**event, "episode_id": str(other_episode)} for event in events[:10]]
     assert (await _ingest(db, other, theirs)).accepted == 10
+
+
+async def test_digests_go_with_their_days_past_the_retention_only(
+    db: Database, owner_db: Database, make_tenant: Any
+) -> None:
+    tenant = await make_tenant()
+    episode = await _episode(db, tenant.id)
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS_AGO)
+    events = [
+        {"id": str(uuid.uuid4()), "episode_id": str(episode), "listener_id": "l", "event_type": "play",
+         "occurred_at": (day + timedelta(minutes=n)).isoformat()}
+        for n in range(5)
+    ]  # fmt: skip
+    assert (await _ingest(db, tenant, events)).accepted == 5
+    await partitions.maintain(db, 730, columnar_after_days=7)
+
+    async def digest_rows() -> int:
+        async with db.tenant_transaction(tenant.id) as session:
+            return int((await session.execute(text("SELECT count(*) FROM event_digests"))).scalar_one())
+
+    assert await digest_rows() > 0
+    async with db.transaction() as session:  # a caller asking for more than the retention gets nothing
+        await session.execute(text("SELECT castmetrics_event_digests_expire(current_date)"))
+    assert await digest_rows() > 0
+    setting = "SELECT value FROM castmetrics_settings WHERE name = 'event_retention_days'"
+    change = "UPDATE castmetrics_settings SET value = :v WHERE name = 'event_retention_days'"
+    async with owner_db.transaction() as session:  # the operator shortens the retention to 5 days
+        kept = (await session.execute(text(setting))).scalar_one()
+        await session.execute(text(change), {"v": "5"})
+    try:
+        await partitions.maintain(db, 5, columnar_after_days=2)
+        assert await digest_rows() == 0
+    finally:
+        async with owner_db.transaction() as session:
+            await session.execute(text(change), {"v": kept})

@@ -235,7 +235,7 @@ def shard_isolation_violations(connection: Connection) -> list[str]:
 # On the cluster a day partition of an event table is converted to Citus's columnar storage once it is
 # older than CASTMETRICS_COLUMNAR_AFTER_DAYS (``castmetrics_event_partitions_columnar``, run by the
 # partition maintenance job). A columnar table keeps no index worth its bytes (the primary key alone costs
-# some 60 bytes an event, the columnar data about 22), so on the cluster the event tables' indexes belong to
+# some 60 bytes an event, the columnar data about 30), so on the cluster the event tables' indexes belong to
 # each heap partition, not to the parent (``PARTITION_INDEXES``; ``castmetrics_event_partitions_index``
 # makes them for partitions created later), and a converted day drops them. What the unique key did for a
 # columnar day, answer a re-sent event as a duplicate, is done by ``EVENT_DIGESTS``: per tenant, table and
@@ -289,6 +289,26 @@ _COLUMNAR_OBJECTS = [
     # The conversion (as the owner, for every tenant of a day) records the digests of a whole partition.
     f"DROP POLICY IF EXISTS conversion ON {EVENT_DIGESTS}",
     f"CREATE POLICY conversion ON {EVENT_DIGESTS} TO CURRENT_USER USING (true) WITH CHECK (true)",
+    # The digests of days whose partitions the retention dropped (never a day the operator's retention keeps,
+    # whatever the caller asks, as castmetrics_event_partitions_drop).
+    f"""
+    CREATE OR REPLACE FUNCTION public.castmetrics_event_digests_expire(p_before date) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    DECLARE
+        keep_days integer;
+        gone integer;
+    BEGIN
+        IF p_before IS NULL THEN
+            RAISE EXCEPTION 'a day is required' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT coalesce(max(value::integer), 730) INTO keep_days
+          FROM public.castmetrics_settings WHERE name = 'event_retention_days';
+        DELETE FROM {EVENT_DIGESTS} WHERE day < least(p_before, current_date - (keep_days - 1));
+        GET DIAGNOSTICS gone = ROW_COUNT;
+        RETURN gone;
+    END
+    $$
+    """,
     # The indexes of the event tables' heap partitions from p_from to p_to that lack them.
     f"""
     CREATE OR REPLACE FUNCTION public.castmetrics_event_partitions_index(p_from date, p_to date) RETURNS integer

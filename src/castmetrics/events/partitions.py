@@ -155,16 +155,20 @@ async def drop_expired(db: Database, today: date, retention_days: int) -> list[s
     return dropped
 
 
-async def to_columnar(db: Database, today: date, after_days: int) -> list[str] | None:
+async def to_columnar(db: Database, today: date, after_days: int, retention_days: int) -> list[str] | None:
     """On Citus, convert the day partitions older than ``after_days`` days to columnar storage (``db.citus``:
-    their events' digests kept for idempotency); answers the partitions converted, or None where columnar
-    storage does not exist (a single PostgreSQL server)."""
+    their events' digests kept for idempotency, and dropped with their days past the retention); answers the
+    partitions converted, or None where columnar storage does not exist (a single PostgreSQL server)."""
     async with db.transaction() as session:
         available = (
             await session.execute(text("SELECT to_regproc('public.castmetrics_event_partitions_columnar') IS NOT NULL"))
         ).scalar_one()
         if not available:
             return None
+        await session.execute(
+            text("SELECT castmetrics_event_digests_expire(:before)"),
+            {"before": today - timedelta(days=retention_days - 1)},
+        )
         converted = list(
             (
                 await session.execute(
@@ -187,5 +191,5 @@ async def maintain(
     today = (now or utc_now()).astimezone(UTC).date()
     created = await ensure(db, today - timedelta(days=1), today + timedelta(days=AHEAD_DAYS))
     dropped = await drop_expired(db, today, retention_days)
-    columnar = await to_columnar(db, today, columnar_after_days)
+    columnar = await to_columnar(db, today, columnar_after_days, retention_days)
     return {"created": created, "dropped": dropped, "columnar": columnar}
