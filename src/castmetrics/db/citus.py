@@ -261,6 +261,9 @@ BUCKET_SQL = "(get_byte({d}, 0) >> 2)"
 # Columnar compression of converted days: zstd's level 19 instead of 3, some 8 % smaller for event rows (the
 # conversion runs once a day, in the background).
 COLUMNAR_COMPRESSION_LEVEL = 19
+# Partitions converted by one call, oldest days first (one transaction): a cluster that gains columnar history
+# with a long history behind it converts some ten days an hour, not all of them under one lock at once.
+CONVERSIONS_PER_RUN = 30
 
 _COLUMNAR_OBJECTS = [
     f"""
@@ -363,6 +366,7 @@ _COLUMNAR_OBJECTS = [
               AND p.relnamespace = 'public'::regnamespace AND c.relname ~ '_p[0-9]{{8}}$'
               AND to_date(right(c.relname, 8), 'YYYYMMDD') < p_before
             ORDER BY 3, 1
+            LIMIT {CONVERSIONS_PER_RUN}
         LOOP
             EXECUTE format('LOCK TABLE castmetrics_events.%I IN SHARE MODE', part.relname);
             IF part.parent = ANY(ARRAY{list(DIGESTED)}) THEN
