@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def values(rows: Sequence[Sequence[Any]], casts: Sequence[str], prefix: str = "v") -> tuple[str, dict[str, Any]]:
+def values(rows: Sequence[Sequence[Any]], casts: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """``(CAST(:v0_0 AS t0), …), (…)`` for ``rows`` (each as long as ``casts``, the columns' types), and its
     parameters."""
     params: dict[str, Any] = {}
@@ -20,7 +20,7 @@ def values(rows: Sequence[Sequence[Any]], casts: Sequence[str], prefix: str = "v
             raise ValueError(f"row {n} has {len(row)} values for {len(casts)} columns")
         names = []
         for m, (value, cast) in enumerate(zip(row, casts, strict=True)):
-            name = f"{prefix}{n}_{m}"
+            name = f"v{n}_{m}"
             params[name] = value
             names.append(f"CAST(:{name} AS {cast})")
         groups.append(f"({', '.join(names)})")

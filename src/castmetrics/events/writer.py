@@ -203,7 +203,7 @@ async def write(
     async with _cursor(driver) as cursor:
         # Before the savepoint, whose rollback would undo the setting: the upsert's rows need it too.
         await cursor.execute(_TAKE_BATCH)
-        kept = rows
+        kept: list[int] | None = None  # positions of the rows still to store, when not all of them
         columnar = await _columnar_days(cursor, kind, by_day)
         if columnar:
             by_day, kept = await _claim_digests(cursor, kind, by_day, columnar, rows)
@@ -216,16 +216,13 @@ async def write(
             if not _repeats(exc):
                 raise
             await cursor.execute("ROLLBACK TO SAVEPOINT castmetrics_ingest")
-            written = await _upsert(cursor, kind, kept)
-            if kept is rows or written.new_positions is None:
-                return written
-            positions = {id(row): n for n, row in enumerate(rows)}
-            return Written(written.accepted, [positions[id(kept[n])] for n in written.new_positions])
+            if kept is None:
+                return await _upsert(cursor, kind, rows)
+            written = await _upsert(cursor, kind, [rows[i] for i in kept])
+            new = kept if written.new_positions is None else [kept[n] for n in written.new_positions]
+            return Written(written.accepted, new)
         await cursor.execute("RELEASE SAVEPOINT castmetrics_ingest")
-    if kept is rows:
-        return Written(len(rows), None)
-    positions = {id(row): n for n, row in enumerate(rows)}
-    return Written(len(kept), sorted(positions[id(row)] for row in kept))
+    return Written(len(rows), None) if kept is None else Written(len(kept), kept)
 
 
 def _repeats(exc: psycopg.Error) -> bool:
@@ -288,12 +285,12 @@ _ADD_DIGESTS = (
 async def _claim_digests(
     cursor: psycopg.AsyncCursor[Any], kind: str, by_day: dict[date, list[tuple[Any, ...]]], columnar: set[date],
     rows: list[tuple[Any, ...]],
-) -> tuple[dict[date, list[tuple[Any, ...]]], list[tuple[Any, ...]]]:  # fmt: skip
+) -> tuple[dict[date, list[tuple[Any, ...]]], list[int]]:  # fmt: skip
     """Keep, of the columnar days' rows, those whose digests the day does not hold (each once), and add their
     digests to the day's (``db.citus``: ``event_digests``), in this transaction: ``by_day`` without the
-    others, and the batch's rows that remain, in their order."""
+    others, and the positions in ``rows`` of the rows that remain."""
     tenant_id = rows[0][0]
-    dropped: set[int] = set()
+    dropped: set[int] = set()  # ids of the row tuples found stored
     kept_by_day = dict(by_day)
     # a cursor without the batch cursor's bytes-as-jsonb dumper
     async with cursor.connection.cursor() as plain:
@@ -329,7 +326,7 @@ async def _claim_digests(
                         for value in (tenant_id, table, day, b, b"".join(sorted(keys)))
                     ],
                 )
-    return kept_by_day, [row for row in rows if id(row) not in dropped]
+    return kept_by_day, [n for n, row in enumerate(rows) if id(row) not in dropped]
 
 
 async def _upsert(cursor: psycopg.AsyncCursor[Any], kind: str, rows: list[tuple[Any, ...]]) -> Written:
