@@ -339,15 +339,15 @@ async def _post_batches(
 
 @contextmanager
 def serve(
-    owner_url: str, log: Path, env: dict[str, str] | None = None, ready_within: float = 180
+    owner_url: str, log: Path, env: dict[str, str] | None = None, ready_within: float = 180, workers: int = 1
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``castmetrics serve`` (one process, no job worker) on a free port until the block ends; answers its
-    base URL and process. ``env`` adds settings to the server's environment."""
+    """``castmetrics serve`` (``workers`` processes, no job worker) on a free port until the block ends;
+    answers its base URL and process. ``env`` adds settings to the server's environment."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as log_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", "1"],
+            [sys.executable, "-m", "castmetrics", "serve", "--port", str(port), "--workers", str(workers)],
             env={**_server_env(owner_url), **(env or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
