@@ -3,7 +3,8 @@
 Against a fresh PostgreSQL (embedded, or a scratch database on ``DATABASE_URL``'s server), migrated by
 castmetrics: one tenant (a podcast with 50 episodes and 20,000 listener events over the last three days,
 rolled up), served by ``castmetrics serve`` (no job worker, the analytics answer cache off). One client,
-keep-alive, sequential: after 50 warm-up requests, ``--requests`` (400) timed requests each of
+keep-alive, sequential, the routes taken in turns: after 50 warm-up rounds, ``--requests`` (400) timed requests
+each of
 
 - ``GET /readyz`` (one query as the runtime role: the reference),
 - ``GET /v1/me``, ``GET /v1/podcasts/{id}`` with a bearer token and with an API key, ``GET /v1/podcasts?limit=1``,
@@ -51,21 +52,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _latencies(client: httpx.Client, path: str, headers: dict[str, str], count: int) -> dict[str, float]:
-    for _ in range(WARM_UP):
-        client.get(path, headers=headers).raise_for_status()
-    timings = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = client.get(path, headers=headers)
-        timings.append((time.perf_counter() - started) * 1000)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
+def _latencies(client: httpx.Client, routes: dict[str, tuple[str, dict[str, str]]], count: int) -> dict[str, Any]:
+    """``count`` timed requests of each route, taken in turns (one of each, again and again), so that a
+    slower moment of the machine weighs on every route alike and the ratios stay comparable."""
+    timings: dict[str, list[float]] = {name: [] for name in routes}
+    for round_ in range(WARM_UP + count):
+        for name, (path, headers) in routes.items():
+            started = time.perf_counter()
+            response = client.get(path, headers=headers)
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
+            if round_ >= WARM_UP:
+                timings[name].append(elapsed)
     return {
-        "n": count,
-        "p50_ms": round(statistics.median(timings), 3),
-        "p95_ms": round(_percentile(timings, 0.95), 3),
-        "p99_ms": round(_percentile(timings, 0.99), 3),
+        name: {
+            "n": count,
+            "p50_ms": round(statistics.median(values), 3),
+            "p95_ms": round(_percentile(values, 0.95), 3),
+            "p99_ms": round(_percentile(values, 0.99), 3),
+        }
+        for name, values in timings.items()
     }
 
 
@@ -154,14 +161,8 @@ def main() -> None:
                     bearer,
                 ),
             }
-            latencies = {}
             with httpx.Client(base_url=base, timeout=30) as client:
-                for name, (path, headers) in routes.items():
-                    latencies[name] = _latencies(client, path, headers, args.requests)
-                    print(
-                        f"{name:18} p50 {latencies[name]['p50_ms']:7.2f} ms  p95 {latencies[name]['p95_ms']:7.2f} ms",
-                        file=sys.stderr,
-                    )
+                latencies = _latencies(client, routes, args.requests)
         with ingest.serve(owner_url, root / "serve2.log", SERVER_ENV, workers=2) as (base, _server):
             token, _ = _credentials(base, setup)
             throughput = {

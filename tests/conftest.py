@@ -100,6 +100,9 @@ def settings(owner_url: str) -> Settings:
         max_body_bytes=64 * 1024,
         log_json=True,
         bcrypt_rounds=4,
+        # Off for the suite, whose tests change tenants, users and keys straight in the database and expect
+        # the next request to see it; tests/identity/test_principal_cache.py runs with it on.
+        principal_cache_seconds=0,
     )
 
 

@@ -14,6 +14,8 @@ from starlette.types import Receive, Scope, Send
 from castmetrics import __version__
 from castmetrics.analytics import router as analytics_router
 from castmetrics.analytics.cache import AnswerCache
+from castmetrics.auth.cache import PrincipalCache
+from castmetrics.auth.usage import UsageMeter
 from castmetrics.attribution import router as attribution_router
 from castmetrics.audit import router as audit_router
 from castmetrics.billing import router as billing_router
@@ -107,12 +109,15 @@ def create_app(
         )
         heartbeat = Heartbeat(settings.worker_stale_seconds)
 
+    usage = UsageMeter()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: asyncio.Task[None] | None = None
         await _prepare_partitions(db)
         await directory.start()  # the prefix's known slugs, before the first request (a few seconds at most)
         recording = asyncio.create_task(Recorder(db, settings, buffer, directory).run())
+        metering = asyncio.create_task(usage.run(db, settings.usage_flush_seconds))
         if worker_db is not None:
             from castmetrics.jobs import worker as job_worker
 
@@ -123,8 +128,10 @@ def create_app(
             yield
         finally:
             recording.cancel()  # its last flush stores (or spools) what the buffer still holds
-            with contextlib.suppress(asyncio.CancelledError):
-                await recording
+            metering.cancel()  # and so does the usage meter's
+            for task in (recording, metering):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await directory.stop()
             if worker is not None:
                 worker.cancel()
@@ -146,6 +153,8 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.analytics_cache = AnswerCache(settings.analytics_cache_seconds, settings.analytics_cache_entries)
+    app.state.principals = PrincipalCache(settings.principal_cache_seconds)
+    app.state.usage = usage
     app.state.admin_db = admin_db  # None: the admin routes answer 503
     app.state.worker_db = worker_db  # None: no job worker runs in this process
     app.state.worker_heartbeat = heartbeat  # what /readyz reports of it

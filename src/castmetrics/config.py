@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # Seconds an analytics answer is reused (0 turns the cache off); a new batch of data always misses.
     analytics_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     analytics_cache_entries: int = Field(default=4096, ge=0, le=1_000_000)
+    # Seconds a resolved principal (tenant, user, roles, permissions, API key) is reused by a process: the
+    # bound within which a revocation made elsewhere takes effect here (auth/cache.py). 0 turns it off.
+    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
+    # How often the API calls and logins counted in memory are written to ``user_metrics`` (auth/usage.py).
+    usage_flush_seconds: float = Field(default=5.0, gt=0, le=300)
     # One rollup refresh cycle takes at most this many of one tenant's new events and requests (and at least
     # one batch); the rest waits for the next cycle, so a flood of one tenant never holds up the others.
     rollup_cycle_events: int = Field(default=50_000, ge=1, le=100_000_000)

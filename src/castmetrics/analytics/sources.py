@@ -122,6 +122,12 @@ def runs(days: Iterable[date]) -> list[list[date]]:
     return grouped
 
 
+def array_literal(instants: Iterable[datetime]) -> str:
+    """Instants as the text of a ``timestamptz[]`` (ISO 8601 holds no comma, quote or brace): cheaper to
+    bind than a list psycopg escapes element by element."""
+    return "{" + ",".join(instant.isoformat() for instant in instants) + "}"
+
+
 def bucket_edges(buckets: Sequence[Bucket]) -> list[datetime]:
     edges = [bucket.start for bucket in buckets] + [buckets[-1].end]
     assert all(a < b for a, b in zip(edges, edges[1:], strict=False)), "buckets must be contiguous"
@@ -280,6 +286,7 @@ def plan_months(edges: Sequence[datetime], pending: Iterable[date]) -> MonthPlan
     as its total when the bucket holds it whole, or holds more of its days than it leaves out (then the
     days left out are taken away); otherwise its days in the bucket are read one by one. So a 90-day
     range reads at most about a month of daily rows. None when no month is read whole."""
+    pending_months = {day.replace(day=1) for day in pending}
     pending = set(pending)
     plan = MonthPlan()
     for bucket, (lo, hi) in enumerate(itertools.pairwise(edges)):
@@ -287,14 +294,14 @@ def plan_months(edges: Sequence[datetime], pending: Iterable[date]) -> MonthPlan
         month = first.replace(day=1)
         while month < end:
             following = (month + timedelta(days=32)).replace(day=1)
-            inside = days_between(max(first, month), min(end, following) - timedelta(days=1))
-            outside = [day for day in days_between(month, following - timedelta(days=1)) if not first <= day < end]
-            settled = not any(month <= day < following for day in pending)
-            if settled and len(outside) < len(inside):
+            start, stop = max(first, month), min(end, following)  # the bucket's part of the month: [start, stop)
+            inside = (stop - start).days
+            if month not in pending_months and (following - month).days - inside < inside:
                 plan.months.append((month, bucket))
-                plan.days += [(day, bucket, -1) for day in outside]
+                plan.days += [(day, bucket, -1) for day in days_between(month, start - timedelta(days=1))]
+                plan.days += [(day, bucket, -1) for day in days_between(stop, following - timedelta(days=1))]
             else:
-                plan.days += [(day, bucket, 1) for day in inside if day not in pending]
+                plan.days += [(day, bucket, 1) for day in days_between(start, stop - timedelta(days=1)) if day not in pending]
             month = following
     return plan if plan.months else None
 
@@ -325,7 +332,7 @@ class Rollup:
         )
         columns = ", ".join(f"x.{c}" for c in tallies.columns)
         query = f"SELECT x.b, CAST(x.episode AS text) AS episode, {columns} FROM {rows}"
-        return await session.execute(text(query), split.params(scope, edges=list(edges)))
+        return await session.execute(text(query), split.params(scope, edges=array_literal(edges)))
 
 
 class DailyRollup(Rollup):
@@ -538,7 +545,7 @@ class Raw:
             session, scope, tallies.raw, span,
             f"width_bucket({tallies.raw.at}, CAST(:edges AS timestamptz[])) AS b, {episode} AS episode, "
             f"{tallies.raw_sums}",
-            "1, 2", scope.raw_filter(tallies.raw.scope_alias, by_episode=by_episode), edges=list(edges),
+            "1, 2", scope.raw_filter(tallies.raw.scope_alias, by_episode=by_episode), edges=array_literal(edges),
         )  # fmt: skip
 
     async def distinct_listeners(
@@ -548,7 +555,7 @@ class Raw:
         return await self._select(
             session, scope, LISTENER_EVENTS, span,
             "width_bucket(e.occurred_at, CAST(:edges AS timestamptz[])) AS b, count(DISTINCT e.listener_id) AS n",
-            "1", edges=list(edges),
+            "1", edges=array_literal(edges),
         )  # fmt: skip
 
     async def listener_ids(
@@ -563,7 +570,7 @@ class Raw:
                 "width_bucket(e.occurred_at, CAST(:edges AS timestamptz[])) AS b, e.listener_id AS listener "
                 f"FROM {LISTENER_EVENTS.rows(scope.raw_filter())}) x"
             ),
-            scope.params(edges=list(edges), lo=span[0], hi=span[1]),
+            scope.params(edges=array_literal(edges), lo=span[0], hi=span[1]),
         )
 
     async def day_clients(self, session: AsyncSession, scope: Scope, span: Span) -> Result[Any]:

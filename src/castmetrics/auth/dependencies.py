@@ -15,7 +15,9 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castmetrics.auth import service, tokens
+from castmetrics.auth.cache import PrincipalCache
 from castmetrics.auth.principal import Principal
+from castmetrics.auth.usage import UsageMeter
 from castmetrics.config import Settings
 from castmetrics.errors import Forbidden, Unauthorized
 from castmetrics.http.deps import get_database, is_write
@@ -79,22 +81,54 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
+def principals_of(request: Request) -> PrincipalCache:
+    cache = request.app.state.principals
+    assert isinstance(cache, PrincipalCache)
+    return cache
+
+
+def usage_of(request: Request) -> UsageMeter:
+    meter = request.app.state.usage
+    assert isinstance(meter, UsageMeter)
+    return meter
+
+
+# Writes that change no principal and come by the thousand: they keep the tenant's cached principals.
+_KEEPS_PRINCIPALS = ("/v1/events/",)
+
+
 async def _principal(request: Request, credential: str | None) -> AsyncIterator[Principal]:
     if not credential:
         raise Unauthorized("credentials are required: send Authorization: Bearer <token or API key>")
-    db, settings = get_database(request), settings_of(request)
+    db, settings, cache = get_database(request), settings_of(request), principals_of(request)
     user_id = api_key_id = session_id = None
     if credential.startswith(tokens.API_KEY_PREFIX):
-        tenant_id, api_key_id = await service.find_api_key(db, credential)
-    else:
+        key: tuple[object, ...] = ("api_key", tokens.digest(credential))
+        resolved = cache.get(key)
+        if resolved is None:
+            tenant_id, api_key_id = await service.find_api_key(db, credential)
+        else:
+            tenant_id = resolved.tenant.id
+    else:  # the signature and expiry are checked on every request
         claims = tokens.read_access_token(settings.secret_key.get_secret_value(), credential)
         tenant_id, user_id, session_id = claims.tenant_id, claims.user_id, claims.session_id
-    async with service.acting_for(db, tenant_id, write=is_write(request)) as scope:
-        principal = await service.principal_in(scope, user_id, api_key_id, session_id)
+        key = ("token", tenant_id, user_id, session_id)
+        resolved = cache.get(key)
+    write = is_write(request)
+    async with db.tenant_transaction(tenant_id) as session:
+        if resolved is None:
+            resolved = await service.resolve(session, tenant_id, user_id, api_key_id, session_id)
+            cache.put(key, resolved)
+        principal = service.principal_of(session, resolved, write=write)
         yield principal
-        # Counted last, just before commit: the row lock on today's counter is held for the commit
-        # only, not the whole request, so one user's parallel requests barely wait on each other.
-        await service.count_user_activity(principal.session, principal.tenant.id, principal.user.id, api_calls=1)
+    # Committed: counted in memory (written in batches, off the request path), and a write of the tenant
+    # forgets its cached principals in this process (other processes within the cache's bound).
+    meter = usage_of(request)
+    meter.count(principal.tenant.id, principal.user.id, api_calls=1)
+    if principal.api_key is not None:
+        meter.used_key(principal.tenant.id, principal.api_key.id)
+    if write and not request.url.path.startswith(_KEEPS_PRINCIPALS):
+        cache.forget_tenant(principal.tenant.id)
 
 
 def requires(resource: str, action: str, *, verified: bool = False) -> Any:

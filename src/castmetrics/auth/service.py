@@ -7,20 +7,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.auth import tokens
+from castmetrics.auth.cache import Resolved
 from castmetrics.auth.principal import ApiKeyContext, Principal, TenantContext, UserContext
 from castmetrics.auth.scopes import effective_permissions
 from castmetrics.db.session import Database
 from castmetrics.errors import Forbidden, Unauthorized
-
-# An API key's last use is written at most this often, so a busy key does not make every read a write.
-API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 _TENANT = text(
     """
@@ -43,10 +40,6 @@ _USER = text(
     """
 )
 _API_KEY = text("SELECT id, user_id, name, prefix, scopes, revoked_at FROM api_keys WHERE tenant_id = :t AND id = :k")
-_TOUCH_API_KEY = text(
-    "UPDATE api_keys SET last_used_at = now() WHERE tenant_id = :t AND id = :k "
-    "AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => :s))"
-)
 # The user's roles and the union of their permissions (a user without roles has neither).
 _ROLES_AND_PERMISSIONS = text(
     """
@@ -59,16 +52,6 @@ _ROLES_AND_PERMISSIONS = text(
     WHERE ur.tenant_id = :t AND ur.user_id = :u
     """
 )
-USER_METRIC_UPSERT = text(
-    """
-    INSERT INTO user_metrics AS m (tenant_id, user_id, day, logins, api_calls)
-    VALUES (:tenant_id, :user_id, (now() AT TIME ZONE 'UTC')::date, :logins, :api_calls)
-    ON CONFLICT (tenant_id, user_id, day)
-    DO UPDATE SET logins = m.logins + EXCLUDED.logins, api_calls = m.api_calls + EXCLUDED.api_calls
-    """
-)
-
-
 def ensure_access(status: str, *, write: bool) -> None:
     """Suspended tenants may read but not write or ingest; cancelled tenants may do nothing."""
     if status == "cancelled":
@@ -87,16 +70,12 @@ class TenantScope:
 
 @asynccontextmanager
 async def acting_for(db: Database, tenant_id: uuid.UUID, *, write: bool) -> AsyncIterator[TenantScope]:
-    """One transaction acting for ``tenant_id``: RLS context set, tenant status enforced (a
-    suspended tenant may only read, a cancelled one nothing), ``tenant_id`` bound to every log
-    line. Commits when the block succeeds, rolls back when it raises.
-
-    The authentication dependency resolves ``tenant_id`` from the credentials and enters this with
-    ``write`` true for any method but GET, HEAD and OPTIONS.
-    """
+    """One transaction acting for ``tenant_id``, read fresh (no principal): RLS context set, tenant status
+    enforced (a suspended tenant may only read, a cancelled one nothing), ``tenant_id`` bound to every log
+    line. Commits when the block succeeds, rolls back when it raises."""
     async with db.tenant_transaction(tenant_id) as session:
         row = (await session.execute(_TENANT, {"t": tenant_id})).mappings().first()
-        if row is None:  # credentials for a tenant that no longer exists
+        if row is None:
             raise Unauthorized("the credentials belong to no tenant")
         tenant = TenantContext(**row)
         ensure_access(tenant.status, write=write)
@@ -116,25 +95,21 @@ async def find_api_key(db: Database, key: str) -> tuple[uuid.UUID, uuid.UUID]:
     return row.tenant_id, row.key_id
 
 
-async def count_user_activity(
-    session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, *, logins: int = 0, api_calls: int = 0
-) -> None:
-    """Add to the user's counters for today (UTC)."""
-    await session.execute(
-        USER_METRIC_UPSERT, {"tenant_id": tenant_id, "user_id": user_id, "logins": logins, "api_calls": api_calls}
-    )
-
-
-async def principal_in(
-    scope: TenantScope,
+async def resolve(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
     user_id: uuid.UUID | None,
     api_key_id: uuid.UUID | None,
     session_id: uuid.UUID | None = None,
-) -> Principal:
+) -> Resolved:
     """The principal of a user's own credentials (``user_id``, with the login session ``session_id`` of an
-    access token) or of an API key (``api_key_id``), read in the request's tenant transaction; revoked
-    keys, ended sessions and deactivated users are refused."""
-    session, tenant_id = scope.session, scope.tenant.id
+    access token) or of an API key (``api_key_id``), read in a transaction acting for ``tenant_id``: the
+    tenant, the key, the user, their roles and permissions. A tenant that no longer exists, revoked keys,
+    ended sessions and deactivated users are refused."""
+    row = (await session.execute(_TENANT, {"t": tenant_id})).mappings().first()
+    if row is None:  # credentials for a tenant that no longer exists
+        raise Unauthorized("the credentials belong to no tenant")
+    tenant = TenantContext(**row)
     api_key = None
     if api_key_id is not None:
         key_row = (await session.execute(_API_KEY, {"t": tenant_id, "k": api_key_id})).first()
@@ -142,9 +117,6 @@ async def principal_in(
             raise Unauthorized("the API key is not valid")
         user_id = key_row.user_id
         api_key = ApiKeyContext(id=key_row.id, name=key_row.name, prefix=key_row.prefix, scopes=list(key_row.scopes))
-        await session.execute(
-            _TOUCH_API_KEY, {"t": tenant_id, "k": api_key_id, "s": API_KEY_TOUCH_INTERVAL.total_seconds()}
-        )
     user_row = (await session.execute(_USER, {"t": tenant_id, "u": user_id, "sid": session_id})).mappings().first()
     if user_row is None or not user_row["is_active"]:
         raise Unauthorized("the account is deactivated or gone")
@@ -153,11 +125,20 @@ async def principal_in(
     user = UserContext(**{k: v for k, v in user_row.items() if k != "session_live"})
     access = (await session.execute(_ROLES_AND_PERMISSIONS, {"t": tenant_id, "u": user.id})).one()
     permissions = effective_permissions(frozenset(access.permissions), api_key.scopes if api_key else None)
+    return Resolved(tenant=tenant, user=user, roles=tuple(access.roles), permissions=permissions, api_key=api_key)
+
+
+def principal_of(session: AsyncSession, resolved: Resolved, *, write: bool) -> Principal:
+    """The request's principal: ``resolved`` acting in ``session`` (a transaction for its tenant), the
+    tenant's status enforced (a suspended tenant may only read, a cancelled one nothing) and its id bound
+    to every log line."""
+    ensure_access(resolved.tenant.status, write=write)
+    structlog.contextvars.bind_contextvars(tenant_id=str(resolved.tenant.id))
     return Principal(
         session=session,
-        tenant=scope.tenant,
-        user=user,
-        roles=list(access.roles),
-        permissions=permissions,
-        api_key=api_key,
+        tenant=resolved.tenant,
+        user=resolved.user,
+        roles=list(resolved.roles),
+        permissions=resolved.permissions,
+        api_key=resolved.api_key,
     )

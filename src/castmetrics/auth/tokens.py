@@ -6,12 +6,14 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 
 from castmetrics.errors import Unauthorized
 
@@ -75,13 +77,25 @@ def access_token_session(secret: str, token: str) -> uuid.UUID | None:
         return None
 
 
+# Access tokens whose signature was checked, with their expiry: a client sends the same token for minutes,
+# and a token's claims cannot change; its expiry is checked again on every use.
+_VERIFIED: TTLCache[tuple[str, str], tuple[AccessClaims, float]] = TTLCache(maxsize=10_000, ttl=300)
+
+
 def read_access_token(secret: str, token: str) -> AccessClaims:
+    found = _VERIFIED.get((secret, token))
+    if found is not None:
+        if time.time() < found[1]:
+            return found[0]
+        raise Unauthorized("the access token has expired")
     claims = verify(secret, "access", token)
     try:
         session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
-        return AccessClaims(tenant_id=uuid.UUID(claims["tid"]), user_id=uuid.UUID(claims["sub"]), session_id=session_id)
+        read = AccessClaims(tenant_id=uuid.UUID(claims["tid"]), user_id=uuid.UUID(claims["sub"]), session_id=session_id)
     except (KeyError, ValueError) as exc:
         raise Unauthorized("the access token is not valid") from exc
+    _VERIFIED[(secret, token)] = (read, float(claims["exp"]))
+    return read
 
 
 def digest(secret_part: str) -> bytes:

@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from castmetrics.auth.dependencies import authenticated, requires, settings_of
+from castmetrics.auth.dependencies import authenticated, principals_of, requires, settings_of, usage_of
 from castmetrics.auth.principal import Principal
-from castmetrics.errors import Invalid
+from castmetrics.errors import Invalid, Unauthorized
 from castmetrics.flags import service as flags
 from castmetrics.http.deps import get_database
 from castmetrics.http.pagination import CursorParam, Limit, Page
 from castmetrics.identity import service
-from castmetrics.identity.models import Role, User
+from castmetrics.identity.models import ApiKey, Role, User
 from castmetrics.identity.schemas import (
     ApiKeyBrief,
     ApiKeyCreated,
@@ -70,19 +70,26 @@ async def login(body: LoginIn, request: Request) -> TokenPair:
     """Exchange email and password for an access token and a rotating refresh token. Repeated
     failures for one email or one address are slowed, then refused with 429 and Retry-After."""
     client = request.client.host if request.client else None
-    return await service.login(get_database(request), settings_of(request), str(body.email), body.password, client)
+    return await service.login(
+        get_database(request), settings_of(request), str(body.email), body.password, client, meter=usage_of(request)
+    )
 
 
 @auth_router.post("/refresh", response_model=TokenPair, summary="Refresh tokens")
 async def refresh(body: RefreshIn, request: Request) -> TokenPair:
     """Rotate the refresh token for a new pair. Reusing a rotated token revokes all its sessions."""
-    return await service.refresh(get_database(request), settings_of(request), body.refresh_token)
+    try:
+        return await service.refresh(get_database(request), settings_of(request), body.refresh_token)
+    except Unauthorized:
+        principals_of(request).clear()  # a replayed token may just have ended its sessions
+        raise
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Log out")
 async def logout(body: RefreshIn, request: Request) -> Response:
     """Revoke the refresh token and every token rotated from the same login."""
     await service.logout(get_database(request), body.refresh_token)
+    principals_of(request).clear()  # the ended session's tokens stop working in this process at once
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -90,6 +97,7 @@ async def logout(body: RefreshIn, request: Request) -> Response:
 async def verify_email(request: Request, token: Annotated[str, Query(min_length=1, max_length=2048)]) -> VerifiedOut:
     """The link from the verification email lands here."""
     user = await service.verify_email(get_database(request), settings_of(request), token)
+    principals_of(request).forget_tenant(user.tenant_id)  # the user's cached principal was unverified
     return VerifiedOut(email=user.email, email_verified=user.email_verified)
 
 
@@ -114,6 +122,7 @@ async def request_password_reset(body: EmailIn, request: Request) -> dict[str, s
 async def confirm_password_reset(body: NewPasswordIn, request: Request) -> Response:
     """Sets the password from a reset link's token (single use) and ends every session."""
     await service.reset_password(get_database(request), settings_of(request), body.token, body.password)
+    principals_of(request).clear()  # every ended session's tokens stop working in this process at once
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -204,6 +213,7 @@ async def set_user_roles(
 
 @router.get("/users/{user_id}/metrics", response_model=UserMetricsOut, summary="A user's activity")
 async def user_metrics(
+    request: Request,
     user_id: uuid.UUID,
     principal: Annotated[Principal, requires("users", "read")],
     from_: Annotated[date | None, Query(alias="from")] = None,
@@ -215,7 +225,8 @@ async def user_metrics(
     if first > last or (last - first).days > 366:
         raise Invalid("from must not be after to, and the range must be at most 366 days", parameter="from")
     user = await service.get_user(principal.session, user_id)
-    items = await service.user_metrics(principal.session, user.id, first, last)
+    pending = usage_of(request).pending(principal.tenant.id, user.id)
+    items = await service.user_metrics(principal.session, user.id, first, last, pending)
     return UserMetricsOut(user_id=user.id, items=items)
 
 
@@ -291,15 +302,25 @@ async def list_permissions(principal: Annotated[Principal, requires("roles", "re
 # --- API keys ------------------------------------------------------------------------------------
 
 
+def _key_out(request: Request, principal: Principal, api_key: ApiKey) -> ApiKeyOut:
+    """A key as stored, with its last use in this process if not written yet (``UsageMeter``)."""
+    out = ApiKeyOut.model_validate(api_key)
+    pending = usage_of(request).last_used(principal.tenant.id, out.id)
+    if pending is not None and (out.last_used_at is None or pending > out.last_used_at):
+        out = out.model_copy(update={"last_used_at": pending})
+    return out
+
+
 @router.get("/api-keys", response_model=Page[ApiKeyOut], summary="List API keys")
 async def list_api_keys(
+    request: Request,
     principal: Annotated[Principal, requires("api_keys", "read")],
     limit: Limit = 50,
     cursor: CursorParam = None,
 ) -> Page[ApiKeyOut]:
     """The tenant's keys, newest first, revoked ones included; keys themselves are never shown again."""
     keys, next_cursor = await service.list_api_keys(principal.session, limit=limit, cursor=cursor)
-    return Page(items=[ApiKeyOut.model_validate(k) for k in keys], next_cursor=next_cursor)
+    return Page(items=[_key_out(request, principal, k) for k in keys], next_cursor=next_cursor)
 
 
 @router.post(
@@ -318,9 +339,11 @@ async def create_api_key(
 
 
 @router.get("/api-keys/{key_id}", response_model=ApiKeyOut, summary="Get an API key")
-async def get_api_key(key_id: uuid.UUID, principal: Annotated[Principal, requires("api_keys", "read")]) -> ApiKeyOut:
+async def get_api_key(
+    request: Request, key_id: uuid.UUID, principal: Annotated[Principal, requires("api_keys", "read")]
+) -> ApiKeyOut:
     """One key's name, prefix, scopes and last use."""
-    return ApiKeyOut.model_validate(await service.get_api_key(principal.session, key_id))
+    return _key_out(request, principal, await service.get_api_key(principal.session, key_id))
 
 
 @router.patch("/api-keys/{key_id}", response_model=ApiKeyOut, summary="Rename an API key")

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import structlog
@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.auth import service as auth
+from castmetrics.auth.usage import Counts, UsageMeter
 from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor, Principal, UserRef
 from castmetrics.changes import record_change
@@ -290,8 +290,11 @@ async def signup(db: Database, settings: Settings, data: SignupIn) -> tuple[Tena
         return tenant, user, pair
 
 
-async def login(db: Database, settings: Settings, email: str, password: str, client_addr: str | None) -> TokenPair:
-    """Password login. Failures are counted per email and per address: slowed, then refused (429)."""
+async def login(
+    db: Database, settings: Settings, email: str, password: str, client_addr: str | None, *, meter: UsageMeter
+) -> TokenPair:
+    """Password login. Failures are counted per email and per address: slowed, then refused (429). A login
+    is counted in ``meter`` (written to ``user_metrics`` with the API calls)."""
     keys = throttle.keys_for(email, client_addr, realm="user")
     async with db.transaction() as session:
         delay = await throttle.attempt(session, keys)
@@ -307,12 +310,16 @@ async def login(db: Database, settings: Settings, email: str, password: str, cli
         tenancy.ensure_access(tenant, write=False)
         user = await get_user(session, found.user_id)
         user.last_login_at = datetime.now(UTC)
-        await auth.count_user_activity(session, user.tenant_id, user.id, logins=1)
-        return await _issue_tokens(session, settings, user)
+        pair = await _issue_tokens(session, settings, user)
+    meter.count(user.tenant_id, user.id, logins=1)
+    return pair
 
 
-async def user_metrics(session: AsyncSession, user_id: uuid.UUID, first_day: date, last_day: date) -> list[UserMetric]:
-    """Daily logins and API calls of one user, every day of the range present (zeros filled)."""
+async def user_metrics(
+    session: AsyncSession, user_id: uuid.UUID, first_day: date, last_day: date, pending: Mapping[date, Counts]
+) -> list[UserMetric]:
+    """Daily logins and API calls of one user, every day of the range present (zeros filled): what is stored
+    plus what this process counted and has not written yet (``pending``, ``UsageMeter.pending``)."""
     rows = await session.execute(
         text(
             """
@@ -324,7 +331,15 @@ async def user_metrics(session: AsyncSession, user_id: uuid.UUID, first_day: dat
         ),
         {"first": first_day, "last": last_day, "user_id": user_id},
     )
-    return [UserMetric(day=r.day, logins=r.logins, api_calls=r.api_calls) for r in rows]
+    zero = Counts()
+    return [
+        UserMetric(
+            day=r.day,
+            logins=r.logins + pending.get(r.day, zero).logins,
+            api_calls=r.api_calls + pending.get(r.day, zero).api_calls,
+        )
+        for r in rows
+    ]
 
 
 async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:

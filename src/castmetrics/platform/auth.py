@@ -9,9 +9,10 @@ import structlog
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from castmetrics.auth.dependencies import settings_of
+from castmetrics.auth.dependencies import principals_of, settings_of
 from castmetrics.db.session import Database
 from castmetrics.errors import Unauthorized
+from castmetrics.http.deps import is_write
 from castmetrics.platform import service
 from castmetrics.platform.service import PlatformPrincipal
 
@@ -46,6 +47,8 @@ def requires_platform_admin() -> Any:
             admin = await service.admin_for_token(session, settings_of(request), credentials.credentials)
             structlog.contextvars.bind_contextvars(platform_admin_id=str(admin.id))
             yield PlatformPrincipal(session=session, admin=admin)
+        if is_write(request):  # a tenant suspended or cancelled: no cached principal of it is used here again
+            principals_of(request).clear()
 
     dependency.permission = PLATFORM_ADMIN  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from castmetrics.auth.dependencies import settings_of
+from castmetrics.auth.dependencies import principals_of, settings_of, usage_of
 from castmetrics.errors import DomainError
 from castmetrics.http.deps import get_database
 from castmetrics.identity import service as identity
@@ -76,7 +76,9 @@ async def login(request: Request) -> Response:
     if not email or not password or len(email) > 320 or "\x00" in email + password:
         return render(request, "login.html", {**context, "error": "Enter your email and password."}, status=422)
     try:
-        pair = await identity.login(get_database(request), settings_of(request), email, password, _client_addr(request))
+        pair = await identity.login(
+            get_database(request), settings_of(request), email, password, _client_addr(request), meter=usage_of(request)
+        )
     except DomainError as exc:
         status = 429 if exc.code == "rate-limited" else 401
         return render(request, "login.html", {**context, "error": exc.detail}, status=status)
@@ -89,6 +91,7 @@ async def logout(request: Request) -> Response:
     _, _, refresh = cookie(request, SESSION_COOKIE).partition("|")
     if refresh:
         await identity.logout(get_database(request), refresh)
+        principals_of(request).clear()
     rotate_csrf(request)
     response = redirect(request, "/login")
     clear_session(request, response)
@@ -147,6 +150,7 @@ async def reset_password(request: Request) -> Response:
         await identity.reset_password(get_database(request), settings_of(request), token, password)
     except DomainError as exc:
         return render(request, "reset_password.html", {**context, "error": exc.detail}, status=422)
+    principals_of(request).clear()
     return render(request, "message.html", {"title": "Password changed", "detail": "Sign in with your new password."})
 
 
@@ -157,6 +161,7 @@ async def verify_email(request: Request, token: str = "") -> Response:
     except DomainError as exc:
         context = {"title": "This link does not work", "detail": f"{exc.detail}. Ask for a new one in Settings."}
         return render(request, "message.html", context, status=400)
+    principals_of(request).forget_tenant(user.tenant_id)
     detail = f"Thank you: {user.email} is confirmed."
     return render(request, "message.html", {"title": "Email address confirmed", "detail": detail})
 
