@@ -14,10 +14,10 @@ from starlette.types import Receive, Scope, Send
 from castmetrics import __version__
 from castmetrics.analytics import router as analytics_router
 from castmetrics.analytics.cache import AnswerCache
-from castmetrics.auth.cache import PrincipalCache
-from castmetrics.auth.usage import UsageMeter
 from castmetrics.attribution import router as attribution_router
 from castmetrics.audit import router as audit_router
+from castmetrics.auth.cache import PrincipalCache
+from castmetrics.auth.usage import UsageMeter
 from castmetrics.billing import router as billing_router
 from castmetrics.catalog import router as catalog_router
 from castmetrics.config import Settings, check_production_safety, get_settings

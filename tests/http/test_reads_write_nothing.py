@@ -20,8 +20,8 @@ from castmetrics.db.session import Database
 from tests.factories.catalog import make_episode, make_podcast
 from tests.factories.identity import Team
 from tests.factories.platform import make_operator
-from tests.factories.web import sign_in
 from tests.factories.sponsorship import make_booking, make_campaign, make_sponsor
+from tests.factories.web import sign_in
 from tests.factories.workflows import create_workflow, run
 from tests.support.http import asgi_client
 from tests.support.routes import api_routes
@@ -102,7 +102,9 @@ async def test_no_get_route_writes_a_row(  # type: ignore[no-untyped-def]
         team: Team = await make_team()
         ids = await _ids(client, team)
         operator = await make_operator(owner_db, settings, client)
-        routes = sorted(path for path, methods, _ in api_routes(cached_app) if "GET" in methods and path.startswith("/v1/"))
+        routes = sorted(
+            path for path, methods, _ in api_routes(cached_app) if "GET" in methods and path.startswith("/v1/")
+        )
         assert len(routes) > 50
         writers, answered = [], {}
         for path in routes:

@@ -156,10 +156,16 @@ async def test_a_guesser_locks_out_only_their_own_address(
     await signup(client, email="neighbour@example.com")
     for _ in range(throttle.BLOCK_AFTER):
         with pytest.raises(Unauthorized):
-            await identity.login(db, settings, "target@example.com", "wrong-password-1", "203.0.113.66", meter=UsageMeter())
+            await identity.login(
+                db, settings, "target@example.com", "wrong-password-1", "203.0.113.66", meter=UsageMeter()
+            )
     with pytest.raises(RateLimited):
         await identity.login(db, settings, "target@example.com", PASSWORD, "203.0.113.66", meter=UsageMeter())
     # then the account's owner, from another address, still logs in
-    assert (await identity.login(db, settings, "target@example.com", PASSWORD, "198.51.100.7", meter=UsageMeter())).access_token
+    assert (
+        await identity.login(db, settings, "target@example.com", PASSWORD, "198.51.100.7", meter=UsageMeter())
+    ).access_token
     # and another account behind the guesser's address is not refused
-    assert (await identity.login(db, settings, "neighbour@example.com", PASSWORD, "203.0.113.66", meter=UsageMeter())).access_token
+    assert (
+        await identity.login(db, settings, "neighbour@example.com", PASSWORD, "203.0.113.66", meter=UsageMeter())
+    ).access_token

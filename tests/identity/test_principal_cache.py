@@ -34,7 +34,9 @@ def clock() -> Clock:
 
 
 def _app(settings: Settings, db: Database, owner_db: Database, clock: Clock) -> FastAPI:
-    app = create_app(settings.model_copy(update={"principal_cache_seconds": BOUND}), database=db, admin_database=owner_db)
+    app = create_app(
+        settings.model_copy(update={"principal_cache_seconds": BOUND}), database=db, admin_database=owner_db
+    )
     app.state.principals = PrincipalCache(BOUND, timer=clock)
     return app
 

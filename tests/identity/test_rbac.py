@@ -196,7 +196,9 @@ async def test_two_owners_demoting_each_other_at_once_leave_one_owner(
 
     async def demote(actor_id: uuid.UUID, target_id: uuid.UUID, hold: asyncio.Event | None) -> None:
         async with auth.acting_for(db, team.tenant_id, write=True) as scope:
-            principal = auth.principal_of(scope.session, await auth.resolve(scope.session, team.tenant_id, actor_id, None), write=True)
+            principal = auth.principal_of(
+                scope.session, await auth.resolve(scope.session, team.tenant_id, actor_id, None), write=True
+            )
             target = await identity.get_user(scope.session, target_id)
             await identity.set_user_roles(scope.session, principal, target, [uuid.UUID(viewer_role)])
             if hold is not None:

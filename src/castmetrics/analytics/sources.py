@@ -301,7 +301,9 @@ def plan_months(edges: Sequence[datetime], pending: Iterable[date]) -> MonthPlan
                 plan.days += [(day, bucket, -1) for day in days_between(month, start - timedelta(days=1))]
                 plan.days += [(day, bucket, -1) for day in days_between(stop, following - timedelta(days=1))]
             else:
-                plan.days += [(day, bucket, 1) for day in days_between(start, stop - timedelta(days=1)) if day not in pending]
+                plan.days += [
+                    (day, bucket, 1) for day in days_between(start, stop - timedelta(days=1)) if day not in pending
+                ]
             month = following
     return plan if plan.months else None
 

@@ -52,6 +52,8 @@ _ROLES_AND_PERMISSIONS = text(
     WHERE ur.tenant_id = :t AND ur.user_id = :u
     """
 )
+
+
 def ensure_access(status: str, *, write: bool) -> None:
     """Suspended tenants may read but not write or ingest; cancelled tenants may do nothing."""
     if status == "cancelled":

@@ -81,7 +81,7 @@ class UsageMeter:
             for tenant_id in sorted(set(by_tenant) | set(used)):
                 try:
                     written += await _write(db, tenant_id, by_tenant.get(tenant_id, []), used.get(tenant_id, []))
-                except Exception:  # noqa: BLE001 - kept for the next flush, whatever went wrong
+                except Exception:
                     log.warning("usage.flush_failed", tenant_id=str(tenant_id), exc_info=True)
                     for key, c in by_tenant.get(tenant_id, []):
                         kept = self._counts[key]
@@ -110,7 +110,8 @@ async def _write(
         existing = set()
         if users:
             found = await session.execute(
-                text("SELECT id FROM users WHERE tenant_id = :t AND id = ANY(:ids)"), {"t": tenant_id, "ids": list(users)}
+                text("SELECT id FROM users WHERE tenant_id = :t AND id = ANY(:ids)"),
+                {"t": tenant_id, "ids": list(users)},
             )
             existing = {row.id for row in found}
         kept = sorted(
@@ -118,7 +119,9 @@ async def _write(
             key=lambda row: (row[1], row[2]),
         )
         for start in range(0, len(kept), ROWS_PER_STATEMENT):
-            groups, params = values(kept[start : start + ROWS_PER_STATEMENT], ("uuid", "uuid", "date", "integer", "integer"))
+            groups, params = values(
+                kept[start : start + ROWS_PER_STATEMENT], ("uuid", "uuid", "date", "integer", "integer")
+            )
             await session.execute(
                 text(
                     f"INSERT INTO user_metrics AS m (tenant_id, user_id, day, logins, api_calls) VALUES {groups} "

@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.audit import service as audit
-from castmetrics.auth.usage import Counts, UsageMeter
 from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor, Principal, UserRef
+from castmetrics.auth.usage import Counts, UsageMeter
 from castmetrics.changes import record_change
 from castmetrics.config import Settings
 from castmetrics.db.repository import Repository
