@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import select
 
 from castmetrics.analytics import service
 from castmetrics.analytics.cache import AnswerCache
@@ -120,7 +121,9 @@ def _dependency(kind: str) -> Callable[..., Awaitable[Target]]:
     model = Podcast if kind == "podcast" else Episode
 
     async def scoped(scope_id: uuid.UUID, principal: Reader) -> Target:
-        if await principal.session.get(model, (principal.tenant.id, scope_id)) is None:
+        # whether it exists, not the row: no ORM object to build
+        found = select(model.id).where(model.tenant_id == principal.tenant.id, model.id == scope_id)
+        if await principal.session.scalar(found) is None:
             raise NotFound(f"no such {kind}")
         return Target(principal, service.Scope(kind, principal.tenant.id, scope_id))
 

@@ -286,6 +286,8 @@ def plan_months(edges: Sequence[datetime], pending: Iterable[date]) -> MonthPlan
     as its total when the bucket holds it whole, or holds more of its days than it leaves out (then the
     days left out are taken away); otherwise its days in the bucket are read one by one. So a 90-day
     range reads at most about a month of daily rows. None when no month is read whole."""
+    if all((hi - lo).days <= 14 for lo, hi in itertools.pairwise(edges)):
+        return None  # no bucket holds more of a month (28 days at least) than it leaves out
     pending_months = {day.replace(day=1) for day in pending}
     pending = set(pending)
     plan = MonthPlan()
