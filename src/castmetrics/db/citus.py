@@ -35,8 +35,15 @@ NOTIFY_TRIGGERS = (
 # Settings of the database on the cluster. The tenant setting reaches the workers only as ``SET LOCAL``
 # with ``propagate_set_commands`` (``db.session.set_tenant_sql``). Triggers on distributed tables run on
 # the shards; the one kept (the day partitions' tenant check) reads only the statement's new rows and the
-# tenant setting, no distributed table.
-SETTINGS = {"citus.propagate_set_commands": "local", "citus.enable_unsafe_triggers": "on"}
+# tenant setting, no distributed table. A transaction that read several shards in parallel may not then
+# modify a reference table that distributed tables refer to (``tenants``): multi-shard work goes over one
+# connection per node (``multi_shard_modify_mode``), which keeps such a transaction valid; a tenant's own
+# work is routed to one shard and does not notice.
+SETTINGS = {
+    "citus.propagate_set_commands": "local",
+    "citus.enable_unsafe_triggers": "on",
+    "citus.multi_shard_modify_mode": "sequential",
+}
 
 
 def is_citus(connection: Connection) -> bool:

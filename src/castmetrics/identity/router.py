@@ -226,7 +226,7 @@ async def user_metrics(
         raise Invalid("from must not be after to, and the range must be at most 366 days", parameter="from")
     user = await service.get_user(principal.session, user_id)
     pending = usage_of(request).pending(principal.tenant.id, user.id)
-    items = await service.user_metrics(principal.session, user.id, first, last, pending)
+    items = await service.user_metrics(principal.session, principal.tenant.id, user.id, first, last, pending)
     return UserMetricsOut(user_id=user.id, items=items)
 
 
