@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +37,7 @@ import httpx
 import orjson
 
 from bench import ingest
-from bench.ingest import APP_ROLE, PASSWORD, _server_env, _setup_tenant, fresh_database
+from bench.ingest import PASSWORD, _server_env, scratch_tenant
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
 TARGETS = {"podcast_bearer": 2.5, "podcast_api_key": 2.5, "timeseries_30d": 3.5}
@@ -133,15 +132,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="each throughput phase's duration")
     args = parser.parse_args()
 
-    from castmetrics.config import Settings
-    from castmetrics.db import migrate
-    from castmetrics.observability import configure_logging
-
-    configure_logging("WARNING", json=True)
-    with tempfile.TemporaryDirectory(prefix="castmetrics-bench-") as tmp, fresh_database(Path(tmp)) as owner_url:
-        root = Path(tmp)
-        runtime_url = migrate.migrate(Settings(database_url=owner_url, app_role=APP_ROLE), owner_url)
-        setup = asyncio.run(_setup_tenant(owner_url, runtime_url))
+    with scratch_tenant() as (root, owner_url, _runtime_url, setup):
         to = datetime.now(UTC).date()
         first = to - timedelta(days=29)
         with ingest.serve(owner_url, root / "serve.log", SERVER_ENV) as (base, _server):

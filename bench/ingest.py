@@ -189,6 +189,20 @@ async def _setup_tenant(owner_url: str, runtime_url: str) -> dict[str, Any]:
     return {"tenant_id": tenant_id, "slug": slug, "email": email, "episode_ids": episode_ids}
 
 
+@contextmanager
+def scratch_tenant() -> Iterator[tuple[Path, str, str, dict[str, Any]]]:
+    """A throw-away directory, a fresh database migrated by castmetrics and its bench tenant (``_setup_tenant``):
+    (directory, owner URL, runtime URL, tenant), for the block."""
+    from castmetrics.config import Settings
+    from castmetrics.db import migrate
+    from castmetrics.observability import configure_logging
+
+    configure_logging("WARNING", json=True)
+    with tempfile.TemporaryDirectory(prefix="castmetrics-bench-") as tmp, fresh_database(Path(tmp)) as owner_url:
+        runtime_url = migrate.migrate(Settings(database_url=owner_url, app_role=APP_ROLE), owner_url)
+        yield Path(tmp), owner_url, runtime_url, asyncio.run(_setup_tenant(owner_url, runtime_url))
+
+
 def _empty_events(owner_url: str) -> None:
     """Every phase starts from empty event tables and a checkpoint, so none pays for another's WAL."""
     from castmetrics.db import urls
@@ -452,15 +466,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from castmetrics.config import Settings
-    from castmetrics.db import migrate
-    from castmetrics.observability import configure_logging
-
-    configure_logging("WARNING", json=True)
-    with tempfile.TemporaryDirectory(prefix="castmetrics-bench-") as tmp, fresh_database(Path(tmp)) as owner_url:
-        root = Path(tmp)
-        runtime_url = migrate.migrate(Settings(database_url=owner_url, app_role=APP_ROLE), owner_url)
-        setup = asyncio.run(_setup_tenant(owner_url, runtime_url))
+    with scratch_tenant() as (root, owner_url, runtime_url, setup):
         with psycopg.connect(owner_url) as conn:
             server_version = conn.execute("SHOW server_version").fetchone()
 

@@ -227,9 +227,13 @@ async def write(
 
 def _repeats(exc: psycopg.Error) -> bool:
     """Whether the COPY failed on an event already stored: a unique violation, which Citus reports from
-    a worker's shard as an internal error with PostgreSQL's message."""
-    return isinstance(exc, psycopg.errors.UniqueViolation) or (
-        isinstance(exc, psycopg.errors.InternalError_) and "duplicate key value violates unique constraint" in str(exc)
+    a worker's shard as an internal error with PostgreSQL's message; or a deadlock with another batch
+    repeating some of the same events (on Citus the shards of one COPY are written in no fixed order), whose
+    upsert then waits for the other batch instead."""
+    if isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.DeadlockDetected):
+        return True
+    return isinstance(exc, psycopg.errors.InternalError_) and any(
+        message in str(exc) for message in ("duplicate key value violates unique constraint", "deadlock detected")
     )
 
 
