@@ -21,7 +21,7 @@ from castmetrics.auth.usage import Counts, UsageMeter
 from castmetrics.changes import record_change
 from castmetrics.config import Settings
 from castmetrics.db.repository import Repository
-from castmetrics.db.session import Database
+from castmetrics.db.session import Database, tenant_of
 from castmetrics.errors import Conflict, Forbidden, Invalid, RateLimited, Unauthorized
 from castmetrics.identity import passwords, throttle
 from castmetrics.identity.models import ApiKey, Permission, RefreshToken, Role, RolePermission, User, UserRole
@@ -363,7 +363,11 @@ async def refresh(db: Database, settings: Settings, token: str) -> TokenPair:
     parts = tokens.parse_refresh_token(token)
     reused = False
     async with db.tenant_transaction(parts.tenant_id) as session:
-        row = await session.scalar(select(RefreshToken).where(RefreshToken.id == parts.token_id).with_for_update())
+        row = await session.scalar(
+            select(RefreshToken)
+            .where(RefreshToken.tenant_id == parts.tenant_id, RefreshToken.id == parts.token_id)
+            .with_for_update()
+        )
         if row is None or not tokens.same_digest(row.token_hash, tokens.digest(parts.secret)):
             raise Unauthorized("the refresh token is not valid")
         if row.revoked_at is not None:
@@ -471,7 +475,9 @@ async def _set_password(session: AsyncSession, settings: Settings, user: User, p
 async def _user_for_update(session: AsyncSession, user_id: uuid.UUID) -> User:
     """The user's row, locked until the transaction ends: a single-use token (reset, invite) presented twice
     at once is checked by the second only after the first has committed, and then refused."""
-    user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+    tenant_id = tenant_of(session)
+    tenant = [User.tenant_id == tenant_id] if tenant_id is not None else []
+    user = await session.scalar(select(User).where(*tenant, User.id == user_id).with_for_update())
     if user is None:
         raise Unauthorized("the token's account is gone")
     return user
@@ -545,7 +551,7 @@ async def _owners_left(session: AsyncSession, tenant_id: uuid.UUID, excluding: u
     owner = await role_by_name(session, tenant_id, "owner")
     # The owner role's row lock serialises every change that could remove an owner, until this transaction
     # ends: two owners demoting each other at once are counted one after the other, so one is refused.
-    await session.execute(select(Role.id).where(Role.id == owner.id).with_for_update())
+    await session.execute(select(Role.id).where(Role.tenant_id == tenant_id, Role.id == owner.id).with_for_update())
     count = await session.scalar(
         select(func.count())
         .select_from(UserRole)

@@ -155,7 +155,7 @@ async def cancel(session: AsyncSession, execution: WorkflowExecution) -> Workflo
     but the worker finds the execution cancelled before the next one)."""
     locked = await session.scalar(
         select(WorkflowExecution)
-        .where(WorkflowExecution.id == execution.id)
+        .where(WorkflowExecution.tenant_id == execution.tenant_id, WorkflowExecution.id == execution.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
