@@ -36,6 +36,7 @@ def tenant_of(session: AsyncSession) -> uuid.UUID | None:
 
 async def set_tenant(session: AsyncSession, tenant_id: uuid.UUID | str) -> None:
     """Make the current transaction act for ``tenant_id``: RLS policies compare against it."""
+    session.info[TENANT] = uuid.UUID(str(tenant_id))
     await session.execute(text(set_tenant_sql(tenant_id)))
 
 
