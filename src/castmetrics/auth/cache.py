@@ -11,8 +11,9 @@ The bound. Whatever changes a principal (a key revoked, a user deactivated, a ro
 changed, a membership, the tenant suspended or cancelled, a session ended) takes effect
 
 - in the process that made the change at once: every committed write of a tenant through the API (but
-  event ingestion) forgets that tenant's principals, and the public routes that end sessions (logout, a
-  password reset) forget every principal;
+  event ingestion) forgets that tenant's principals, the public routes that end sessions (logout, a
+  password reset) forget every principal, and a refused refresh token (perhaps a replay that ended its
+  sessions) its tenant's;
 - in every other process, and for a change made directly in the database, when the entry expires: within
   the cache's seconds (5 by default), never later.
 """
@@ -53,18 +54,9 @@ class PrincipalCache:
         self._entries: TTLCache[Hashable, Resolved] = TTLCache(
             maxsize=max(max_entries, 1), ttl=max(seconds, 0.001), timer=timer
         )
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable) -> Resolved | None:
-        if not self.enabled:
-            return None
-        found = self._entries.get(key)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
+        return self._entries.get(key) if self.enabled else None
 
     def put(self, key: Hashable, resolved: Resolved) -> None:
         if self.enabled:

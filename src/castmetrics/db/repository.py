@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from castmetrics.db.pagination import keyset_page
-from castmetrics.db.session import tenant_of
+from castmetrics.db.session import own_rows
 from castmetrics.errors import NotFound
 
 
@@ -62,10 +62,7 @@ class Repository(Generic[M]):
         row until the transaction ends and reloads an entity the session already holds from that row."""
         statement = select(self.model).where(*criteria)
         if for_update:
-            tenant_id = tenant_of(session)
-            tenant_column = getattr(self.model, "tenant_id", None)
-            if tenant_id is not None and tenant_column is not None:
-                statement = statement.where(tenant_column == tenant_id)  # routable on Citus (db.session.tenant_of)
+            statement = statement.where(*own_rows(session, getattr(self.model, "tenant_id", None)))
             statement = statement.with_for_update().execution_options(populate_existing=True)
         entity = await session.scalar(statement)
         if entity is None:

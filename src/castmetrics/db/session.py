@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from castmetrics.db import urls
@@ -27,11 +28,17 @@ TENANT = "castmetrics.tenant_id"
 
 
 def tenant_of(session: AsyncSession) -> uuid.UUID | None:
-    """The tenant the session's transaction acts for (``Database.tenant_transaction``), if any. Queries that
-    lock rows name it beside row-level security: Citus routes a ``FOR UPDATE`` only with the distribution
-    column's value in the query."""
+    """The tenant the session's transaction acts for (``Database.tenant_transaction``, ``set_tenant``), if any."""
     found = session.info.get(TENANT)
     return found if isinstance(found, uuid.UUID) else None
+
+
+def own_rows(session: AsyncSession, tenant_column: Any) -> list[ColumnElement[bool]]:
+    """``tenant_column = <the session's tenant>`` as a WHERE criterion (none without a tenant). Queries that
+    lock rows name the tenant beside row-level security: Citus routes a ``FOR UPDATE`` to a shard only with
+    the distribution column's value in the query, and refuses it otherwise."""
+    tenant_id = tenant_of(session)
+    return [] if tenant_id is None or tenant_column is None else [tenant_column == tenant_id]
 
 
 async def set_tenant(session: AsyncSession, tenant_id: uuid.UUID | str) -> None:

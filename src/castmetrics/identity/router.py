@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from castmetrics.auth import tokens
 from castmetrics.auth.dependencies import authenticated, principals_of, requires, settings_of, usage_of
 from castmetrics.auth.principal import Principal
 from castmetrics.errors import Invalid, Unauthorized
@@ -81,7 +83,10 @@ async def refresh(body: RefreshIn, request: Request) -> TokenPair:
     try:
         return await service.refresh(get_database(request), settings_of(request), body.refresh_token)
     except Unauthorized:
-        principals_of(request).clear()  # a replayed token may just have ended its sessions
+        # a replayed token may just have ended its sessions: its tenant's principals go (not everyone's,
+        # which any caller with a made-up token could otherwise empty the cache of)
+        with contextlib.suppress(Unauthorized):
+            principals_of(request).forget_tenant(tokens.parse_refresh_token(body.refresh_token).tenant_id)
         raise
 
 

@@ -21,7 +21,7 @@ from castmetrics.auth.usage import Counts, UsageMeter
 from castmetrics.changes import record_change
 from castmetrics.config import Settings
 from castmetrics.db.repository import Repository
-from castmetrics.db.session import Database, tenant_of
+from castmetrics.db.session import Database, own_rows
 from castmetrics.errors import Conflict, Forbidden, Invalid, RateLimited, Unauthorized
 from castmetrics.identity import passwords, throttle
 from castmetrics.identity.models import ApiKey, Permission, RefreshToken, Role, RolePermission, User, UserRole
@@ -475,9 +475,9 @@ async def _set_password(session: AsyncSession, settings: Settings, user: User, p
 async def _user_for_update(session: AsyncSession, user_id: uuid.UUID) -> User:
     """The user's row, locked until the transaction ends: a single-use token (reset, invite) presented twice
     at once is checked by the second only after the first has committed, and then refused."""
-    tenant_id = tenant_of(session)
-    tenant = [User.tenant_id == tenant_id] if tenant_id is not None else []
-    user = await session.scalar(select(User).where(*tenant, User.id == user_id).with_for_update())
+    user = await session.scalar(
+        select(User).where(*own_rows(session, User.tenant_id), User.id == user_id).with_for_update()
+    )
     if user is None:
         raise Unauthorized("the token's account is gone")
     return user

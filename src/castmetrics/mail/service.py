@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from castmetrics.config import Settings
-from castmetrics.db.session import tenant_of
+from castmetrics.db.session import own_rows
 from castmetrics.mail.models import Email
 
 log = structlog.get_logger(__name__)
@@ -108,12 +108,10 @@ async def deliver_pending(session: AsyncSession, settings: Settings, batch: int 
     """Send the current tenant's pending messages; failures are retried up to ``MAX_ATTEMPTS``."""
     if settings.smtp_url is None:
         return 0
-    tenant_id = tenant_of(session)  # named beside RLS: Citus routes a FOR UPDATE only with it
-    tenant = [Email.tenant_id == tenant_id] if tenant_id is not None else []
     emails = (
         await session.scalars(
             select(Email)
-            .where(*tenant, Email.status == "pending")
+            .where(*own_rows(session, Email.tenant_id), Email.status == "pending")
             .order_by(Email.created_at)
             .limit(batch)
             .with_for_update(skip_locked=True)

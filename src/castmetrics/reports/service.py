@@ -21,7 +21,7 @@ from castmetrics.auth import tokens
 from castmetrics.auth.principal import Actor
 from castmetrics.catalog import service as catalog
 from castmetrics.db.repository import Repository
-from castmetrics.db.session import Database, tenant_of
+from castmetrics.db.session import Database, own_rows
 from castmetrics.errors import DomainError, NotFound, Unauthorized
 from castmetrics.reports.models import ReportLink
 from castmetrics.reports.schemas import (
@@ -255,11 +255,10 @@ async def list_links(
 
 async def revoke_link(session: AsyncSession, actor: Actor, campaign_id: uuid.UUID, link_id: uuid.UUID) -> None:
     """Revoke a link: it stops working at once (every use checks the table). Revoking twice is a no-op."""
-    tenant_id = tenant_of(session)
-    tenant = [ReportLink.tenant_id == tenant_id] if tenant_id is not None else []
     link = await session.scalar(
         select(ReportLink)
-        .where(*tenant, ReportLink.id == link_id, ReportLink.campaign_id == campaign_id)
+        .where(*own_rows(session, ReportLink.tenant_id))
+        .where(ReportLink.id == link_id, ReportLink.campaign_id == campaign_id)
         .with_for_update()
     )
     if link is None:
